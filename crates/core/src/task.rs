@@ -1,0 +1,283 @@
+//! What a running task sees: its [`TaskContext`] (ids, kill flag, metrics,
+//! error slot) and the [`TaskEnv`] services its executor provides (memory,
+//! shuffle files, block cache). Also the stage *sinks* — the last node of
+//! every encoded stage — and what a task returns.
+
+use crate::metrics::TaskMetrics;
+use ember_common::{Error, ExecutorId, Result, StageId, TaskFailure, TaskId};
+use ember_shuffle::{MemoryPool, WriteConfig};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Where one map task's output lives and how big each reduce partition is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapStatus {
+    pub executor: ExecutorId,
+    /// The address of the executor's block server; empty for in-process executors.
+    pub address: String,
+    pub partition_lengths: Vec<u64>,
+}
+
+/// Map outputs of one shuffle read by a stage, indexed by map partition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShuffleInput {
+    pub shuffle_id: u64,
+    pub maps: Vec<MapStatus>,
+}
+
+/// What a finished task hands back to the driver.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TaskOutput {
+    /// A result task's serialized value.
+    Result(Vec<u8>),
+    /// A shuffle-map task's output location.
+    MapStatus(MapStatus),
+}
+
+/// Services an executor offers to the tasks it runs.
+pub trait TaskEnv: Send + Sync {
+    fn executor_id(&self) -> &ExecutorId;
+    fn memory_pool(&self) -> &Arc<MemoryPool>;
+    fn write_config(&self) -> WriteConfig;
+    /// Final data and index file paths for one map output of this executor.
+    fn map_output_paths(&self, shuffle_id: u64, map_index: usize) -> (PathBuf, PathBuf);
+    /// The block server address recorded in this executor's map statuses.
+    fn block_address(&self) -> String;
+    /// The raw bytes of one reduce partition of one map output, wherever it lives.
+    fn fetch_segment(
+        &self,
+        status: &MapStatus,
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    ) -> Result<Vec<u8>, TaskFailure>;
+    fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>>;
+    fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>);
+}
+
+struct TaskShared {
+    task_id: TaskId,
+    stage_id: StageId,
+    stage_attempt: u32,
+    partition: usize,
+    attempt: u32,
+    killed: AtomicBool,
+    kill_reason: Mutex<Option<String>>,
+    failed: AtomicBool,
+    failure: Mutex<Option<TaskFailure>>,
+    metrics: TaskMetrics,
+    env: Arc<dyn TaskEnv>,
+    shuffle_inputs: Arc<Vec<ShuffleInput>>,
+}
+
+/// A running task's context. Cheap to clone; iterators hold a clone so they
+/// can check the kill flag and report errors from deep inside a pipeline.
+#[derive(Clone)]
+pub struct TaskContext {
+    inner: Arc<TaskShared>,
+}
+
+/// Ids identifying a task attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskIds {
+    pub task_id: TaskId,
+    pub stage_id: StageId,
+    pub stage_attempt: u32,
+    pub partition: usize,
+    pub attempt: u32,
+}
+
+impl TaskContext {
+    pub fn new(ids: TaskIds, env: Arc<dyn TaskEnv>, shuffle_inputs: Arc<Vec<ShuffleInput>>) -> Self {
+        TaskContext {
+            inner: Arc::new(TaskShared {
+                task_id: ids.task_id,
+                stage_id: ids.stage_id,
+                stage_attempt: ids.stage_attempt,
+                partition: ids.partition,
+                attempt: ids.attempt,
+                killed: AtomicBool::new(false),
+                kill_reason: Mutex::new(None),
+                failed: AtomicBool::new(false),
+                failure: Mutex::new(None),
+                metrics: TaskMetrics::default(),
+                env,
+                shuffle_inputs,
+            }),
+        }
+    }
+
+    pub fn task_id(&self) -> TaskId {
+        self.inner.task_id
+    }
+    pub fn stage_id(&self) -> StageId {
+        self.inner.stage_id
+    }
+    pub fn stage_attempt(&self) -> u32 {
+        self.inner.stage_attempt
+    }
+    /// The partition this task computes.
+    pub fn partition_id(&self) -> usize {
+        self.inner.partition
+    }
+    /// 0 for the first attempt of this task, 1 for the first retry, ...
+    pub fn attempt_number(&self) -> u32 {
+        self.inner.attempt
+    }
+    pub fn env(&self) -> &Arc<dyn TaskEnv> {
+        &self.inner.env
+    }
+    pub fn metrics(&self) -> &TaskMetrics {
+        &self.inner.metrics
+    }
+    pub fn shuffle_input(&self, shuffle_id: u64) -> Result<&ShuffleInput> {
+        self.inner
+            .shuffle_inputs
+            .iter()
+            .find(|s| s.shuffle_id == shuffle_id)
+            .ok_or_else(|| Error::Shuffle(format!("no map outputs shipped for shuffle {shuffle_id}")))
+    }
+
+    /// Asks the task to stop at the next record boundary.
+    pub fn kill(&self, reason: &str) {
+        *self.inner.kill_reason.lock() = Some(reason.to_string());
+        self.inner.killed.store(true, Ordering::Release);
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.inner.killed.load(Ordering::Relaxed)
+    }
+
+    /// Records a failure found inside an iterator (which cannot return an
+    /// error itself) and makes every interruptible iterator stop. The first
+    /// failure wins; the task runner reports it after the sink returns.
+    pub fn fail(&self, failure: TaskFailure) {
+        let mut slot = self.inner.failure.lock();
+        if slot.is_none() {
+            *slot = Some(failure);
+        }
+        self.inner.failed.store(true, Ordering::Release);
+    }
+
+    /// True once the task must stop: killed or failed.
+    #[inline]
+    pub fn should_stop(&self) -> bool {
+        self.inner.killed.load(Ordering::Relaxed) || self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    /// The failure recorded by [`fail`](Self::fail) or a kill, if any.
+    pub fn take_failure(&self) -> Option<TaskFailure> {
+        if let Some(f) = self.inner.failure.lock().take() {
+            return Some(f);
+        }
+        if self.is_killed() {
+            let reason = self.inner.kill_reason.lock().clone().unwrap_or_default();
+            return Some(TaskFailure::Killed { reason });
+        }
+        None
+    }
+
+    /// Wraps an iterator so it stops early when the task is killed or failed.
+    pub fn interruptible<I: Iterator>(&self, iter: I) -> Interruptible<I> {
+        Interruptible { iter, ctx: self.clone() }
+    }
+}
+
+impl TaskContext {
+    /// Adapts a record iterator for the shuffle layer, which takes fallible
+    /// input: if the task was killed or failed while the iterator ran, a final
+    /// `Err` makes the consumer abort instead of publishing partial output.
+    pub fn checked<T>(&self, iter: impl Iterator<Item = T>) -> impl Iterator<Item = Result<T, ember_shuffle::Error>> {
+        let ctx = self.clone();
+        iter.map(Ok).chain(std::iter::once_with(move || ctx.should_stop()).filter_map(|stopped| {
+            stopped.then(|| Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped"))))
+        }))
+    }
+}
+
+/// An iterator that checks the task's kill/fail flags at every record.
+pub struct Interruptible<I> {
+    iter: I,
+    ctx: TaskContext,
+}
+
+impl<I: Iterator> Iterator for Interruptible<I> {
+    type Item = I::Item;
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        if self.ctx.should_stop() {
+            return None;
+        }
+        self.iter.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, self.iter.size_hint().1)
+    }
+}
+
+/// The last node of an encoded stage: what a task of that stage does.
+pub trait StageSink: Send + Sync {
+    fn run(&self, ctx: &TaskContext) -> Result<TaskOutput>;
+}
+
+/// Unwraps a decoded stage root into its sink.
+pub fn sink_of(node: &crate::codec::AnyNode) -> Result<Arc<dyn StageSink>> {
+    node.downcast_ref::<Arc<dyn StageSink>>()
+        .cloned()
+        .ok_or_else(|| Error::Codec("stage root is not a sink".into()))
+}
+
+/// The driver's instruction to run one task attempt. The stage itself travels
+/// separately, once per executor per stage attempt, identified by its hash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskDescription {
+    pub task_id: TaskId,
+    pub stage_id: StageId,
+    pub stage_attempt: u32,
+    pub partition: usize,
+    pub attempt: u32,
+    pub payload_hash: [u8; 32],
+}
+
+/// A task attempt's state, as reported by its executor (`StatusUpdate`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TaskState {
+    Running,
+    Finished { output: TaskOutput, metrics: crate::metrics::TaskMetricsSnapshot },
+    Failed { failure: TaskFailure, metrics: crate::metrics::TaskMetricsSnapshot },
+}
+
+/// Everything an executor needs to run any task of one stage attempt: the
+/// encoded stage and the locations of the map outputs it reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageAttempt {
+    pub blob: crate::codec::StageBlob,
+    pub shuffle_inputs: Vec<ShuffleInput>,
+}
+
+/// A [`StageAttempt`] encoded once, with its content hash.
+#[derive(Debug)]
+pub struct StagePayload {
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+impl StagePayload {
+    pub fn encode(attempt: &StageAttempt) -> Result<Self> {
+        let bytes = postcard::to_allocvec(attempt)
+            .map_err(|e| Error::Codec(format!("encoding stage attempt: {e}")))?;
+        Ok(StagePayload { hash: *blake3::hash(&bytes).as_bytes(), bytes })
+    }
+
+    /// Decodes and verifies the hash the driver announced.
+    pub fn decode(bytes: &[u8], expected_hash: &[u8; 32]) -> Result<StageAttempt> {
+        if blake3::hash(bytes).as_bytes() != expected_hash {
+            return Err(Error::Codec("stage payload does not match its hash".into()));
+        }
+        postcard::from_bytes(bytes).map_err(|e| Error::Codec(format!("malformed stage payload: {e}")))
+    }
+}

@@ -1,0 +1,123 @@
+//! [`ExecutorEnv`]: what an executor offers its tasks (the core crate's
+//! [`TaskEnv`]): a memory pool, a directory for shuffle files and spills,
+//! the block manager, and shuffle-segment fetching.
+
+use crate::block_manager::BlockManager;
+use ember_common::{Error, ExecutorId, Result, TaskFailure};
+use ember_core::task::{MapStatus, TaskEnv};
+use ember_shuffle::{MemoryPool, WriteConfig};
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Fetches shuffle segments held by *other* executors (over the network).
+pub trait RemoteFetcher: Send + Sync {
+    fn fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> Result<Vec<u8>, TaskFailure>;
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub id: ExecutorId,
+    pub cores: usize,
+    /// This executor's own directory (created; removed on stop).
+    pub dir: PathBuf,
+    pub memory_budget: usize,
+    pub compress: bool,
+    pub block_size: usize,
+    /// Address of this executor's block server; empty when in-process.
+    pub block_address: String,
+}
+
+pub struct ExecutorEnv {
+    config: ExecutorConfig,
+    memory: Arc<MemoryPool>,
+    blocks: BlockManager,
+    remote: Option<Arc<dyn RemoteFetcher>>,
+}
+
+impl ExecutorEnv {
+    pub fn new(config: ExecutorConfig, remote: Option<Arc<dyn RemoteFetcher>>) -> Result<Self> {
+        for d in [config.dir.clone(), config.dir.join("spill")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+        }
+        Ok(ExecutorEnv {
+            memory: MemoryPool::new(config.memory_budget),
+            blocks: BlockManager::default(),
+            remote,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    pub fn blocks(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+}
+
+impl TaskEnv for ExecutorEnv {
+    fn executor_id(&self) -> &ExecutorId {
+        &self.config.id
+    }
+
+    fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.memory
+    }
+
+    fn write_config(&self) -> WriteConfig {
+        let mut cfg = WriteConfig::new(self.config.dir.join("spill"));
+        cfg.compress = self.config.compress;
+        cfg.block_size = self.config.block_size;
+        cfg
+    }
+
+    fn map_output_paths(&self, shuffle_id: u64, map_index: usize) -> (PathBuf, PathBuf) {
+        let base = self.config.dir.join(format!("shuffle_{shuffle_id}_{map_index}"));
+        (base.with_extension("data"), base.with_extension("index"))
+    }
+
+    fn block_address(&self) -> String {
+        self.config.block_address.clone()
+    }
+
+    fn fetch_segment(
+        &self,
+        status: &MapStatus,
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    ) -> Result<Vec<u8>, TaskFailure> {
+        if status.executor == self.config.id {
+            let (data, index) = self.map_output_paths(shuffle_id, map_index);
+            return ember_shuffle::read_segment(&data, &index, reduce_id).map_err(|e| TaskFailure::FetchFailed {
+                shuffle_id,
+                map_index,
+                reduce_id,
+                message: e.to_string(),
+            });
+        }
+        match &self.remote {
+            Some(r) => r.fetch(status, shuffle_id, map_index, reduce_id),
+            None => Err(TaskFailure::FetchFailed {
+                shuffle_id,
+                map_index,
+                reduce_id,
+                message: format!("{} is not reachable from {}", status.executor, self.config.id),
+            }),
+        }
+    }
+
+    fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.blocks.get(rdd_id, partition)
+    }
+
+    fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>) {
+        self.blocks.put(rdd_id, partition, value)
+    }
+}

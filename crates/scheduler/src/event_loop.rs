@@ -1,0 +1,300 @@
+//! The driver's event loop: one thread that owns the DAG scheduler, the task
+//! scheduler and the backend, and processes [`LoopMsg`]s in order — job
+//! submissions from user threads, status updates from executors, executor
+//! arrivals and losses, cancellations. Everything that changes scheduling
+//! state happens here, so the state machines need no locks.
+//!
+//! It is a plain thread on a channel rather than an async task: it never
+//! waits on the network itself (backends forward their messages into the
+//! channel), and a blocking receive has the lowest latency for tiny jobs.
+
+use crate::dag::{DagAction, DagEvent, DagScheduler};
+use crate::listener::{ListenerBus, ListenerEvent};
+use crate::task_scheduler::{Launch, TaskScheduler, TaskSet, TsOutput};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use ember_common::{Clock, Error, ExecutorId, JobId, Result, TaskId};
+use ember_core::codec::{encode_stage, EncodableNode};
+use ember_core::task::{StageAttempt, StagePayload, TaskState};
+use ember_core::RddBase;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Where tasks go: an in-process executor, or executor processes over RPC.
+pub trait SchedulerBackend: Send {
+    fn launch(&mut self, launch: Launch);
+    fn kill(&mut self, executor: &ExecutorId, task_id: TaskId, reason: &str);
+    /// The executor may forget a finished stage attempt's payload.
+    fn release(&mut self, executor: &ExecutorId, payload_hash: [u8; 32]);
+    fn stop(&mut self);
+}
+
+/// Messages into the event loop.
+pub enum LoopMsg {
+    SubmitJob {
+        job_id: JobId,
+        rdd: Arc<dyn RddBase>,
+        sink: Arc<dyn EncodableNode>,
+        partitions: Vec<usize>,
+        waiter: Sender<JobMsg>,
+    },
+    CancelJob { job_id: JobId, reason: String },
+    CancelAll { reason: String },
+    StatusUpdate { task_id: TaskId, state: TaskState },
+    ExecutorAdded { executor: ExecutorId, cores: usize },
+    ExecutorLost { executor: ExecutorId, reason: String },
+    Stop,
+}
+
+/// Messages from the event loop to a job's waiter.
+pub enum JobMsg {
+    TaskResult { output_index: usize, bytes: Vec<u8> },
+    Done(Result<()>),
+}
+
+/// Scheduling settings the loop needs.
+pub struct LoopConfig {
+    pub max_task_failures: u32,
+    pub max_consecutive_stage_attempts: u32,
+}
+
+/// The driver side's handle on the running event loop.
+pub struct DriverHandle {
+    tx: Sender<LoopMsg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    next_job_id: AtomicU64,
+}
+
+impl DriverHandle {
+    pub fn start(
+        config: LoopConfig,
+        backend: Box<dyn SchedulerBackend>,
+        bus: Arc<ListenerBus>,
+        clock: Arc<dyn Clock>,
+    ) -> (Self, Sender<LoopMsg>) {
+        Self::start_with_channel(config, backend, bus, clock, unbounded())
+    }
+
+    /// Like [`start`](Self::start), on a channel made earlier (so executors
+    /// created before the loop can already hold its sender).
+    pub fn start_with_channel(
+        config: LoopConfig,
+        backend: Box<dyn SchedulerBackend>,
+        bus: Arc<ListenerBus>,
+        clock: Arc<dyn Clock>,
+        (tx, rx): (Sender<LoopMsg>, Receiver<LoopMsg>),
+    ) -> (Self, Sender<LoopMsg>) {
+        let thread = std::thread::Builder::new()
+            .name("ember-dag-scheduler".into())
+            // Deep lineage is dropped and walked here; give it room.
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let mut state = LoopState {
+                    dag: DagScheduler::new(config.max_consecutive_stage_attempts),
+                    ts: TaskScheduler::new(config.max_task_failures),
+                    waiters: HashMap::new(),
+                    backend,
+                    bus,
+                    clock,
+                };
+                state.run(rx);
+            })
+            .expect("spawn scheduler thread");
+        (DriverHandle { tx: tx.clone(), thread: Mutex::new(Some(thread)), next_job_id: AtomicU64::new(0) }, tx)
+    }
+
+    pub fn sender(&self) -> &Sender<LoopMsg> {
+        &self.tx
+    }
+
+    /// Submits a job; results and completion arrive on the returned receiver.
+    pub fn submit_job(
+        &self,
+        rdd: Arc<dyn RddBase>,
+        sink: Arc<dyn EncodableNode>,
+        partitions: Vec<usize>,
+    ) -> Result<(JobId, Receiver<JobMsg>)> {
+        let job_id = JobId(self.next_job_id.fetch_add(1, Ordering::Relaxed));
+        let (waiter, rx) = unbounded();
+        self.tx
+            .send(LoopMsg::SubmitJob { job_id, rdd, sink, partitions, waiter })
+            .map_err(|_| Error::Stopped("the scheduler has stopped".into()))?;
+        Ok((job_id, rx))
+    }
+
+    pub fn cancel_job(&self, job_id: JobId, reason: &str) {
+        let _ = self.tx.send(LoopMsg::CancelJob { job_id, reason: reason.to_string() });
+    }
+
+    pub fn cancel_all(&self, reason: &str) {
+        let _ = self.tx.send(LoopMsg::CancelAll { reason: reason.to_string() });
+    }
+
+    /// Fails running jobs, stops the backend and joins the loop thread.
+    pub fn stop(&self) {
+        let _ = self.tx.send(LoopMsg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct LoopState {
+    dag: DagScheduler,
+    ts: TaskScheduler,
+    waiters: HashMap<JobId, Sender<JobMsg>>,
+    backend: Box<dyn SchedulerBackend>,
+    bus: Arc<ListenerBus>,
+    clock: Arc<dyn Clock>,
+}
+
+impl LoopState {
+    fn run(&mut self, rx: Receiver<LoopMsg>) {
+        while let Ok(msg) = rx.recv() {
+            if !self.handle(msg) {
+                break;
+            }
+            // Drain whatever else is queued before making offers.
+            while let Ok(msg) = rx.try_recv() {
+                if !self.handle(msg) {
+                    self.shutdown();
+                    return;
+                }
+            }
+            self.make_offers();
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(JobMsg::Done(Err(Error::Stopped("the context was stopped".into()))));
+        }
+        self.backend.stop();
+    }
+
+    /// Returns false when the loop must stop.
+    fn handle(&mut self, msg: LoopMsg) -> bool {
+        let now = self.clock.now_millis();
+        match msg {
+            LoopMsg::SubmitJob { job_id, rdd, sink, partitions, waiter } => {
+                self.waiters.insert(job_id, waiter);
+                self.dag_event(DagEvent::JobSubmitted { job_id, rdd, sink, partitions }, now);
+            }
+            LoopMsg::CancelJob { job_id, reason } => {
+                self.dag_event(DagEvent::JobCancelled { job_id, reason }, now);
+            }
+            LoopMsg::CancelAll { reason } => {
+                let jobs: Vec<JobId> = self.waiters.keys().copied().collect();
+                for job_id in jobs {
+                    self.dag_event(DagEvent::JobCancelled { job_id, reason: reason.clone() }, now);
+                }
+            }
+            LoopMsg::StatusUpdate { task_id, state } => {
+                let outs = self.ts.status_update(task_id, state, now);
+                self.ts_outputs(outs, now);
+            }
+            LoopMsg::ExecutorAdded { executor, cores } => {
+                self.bus.post(ListenerEvent::ExecutorAdded { executor: executor.clone(), cores, time: now });
+                self.ts.add_executor(executor, cores);
+            }
+            LoopMsg::ExecutorLost { executor, reason } => {
+                self.bus.post(ListenerEvent::ExecutorRemoved {
+                    executor: executor.clone(),
+                    reason: reason.clone(),
+                    time: now,
+                });
+                let outs = self.ts.remove_executor(&executor, &reason, now);
+                self.ts_outputs(outs, now);
+                self.dag_event(DagEvent::ExecutorLost { executor }, now);
+            }
+            LoopMsg::Stop => return false,
+        }
+        true
+    }
+
+    fn ts_outputs(&mut self, outs: Vec<TsOutput>, now: u64) {
+        for o in outs {
+            match o {
+                TsOutput::Dag(ev) => self.dag_event(ev, now),
+                TsOutput::Event(ev) => self.bus.post(ev),
+                TsOutput::Kill { executor, task_id } => self.backend.kill(&executor, task_id, "stage cancelled"),
+                TsOutput::Release { executor, payload_hash } => self.backend.release(&executor, payload_hash),
+            }
+        }
+    }
+
+    fn dag_event(&mut self, event: DagEvent, now: u64) {
+        let mut queue: VecDeque<DagAction> = self.dag.handle(event, now).into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                DagAction::SubmitTaskSet(spec) => {
+                    let encoded = encode_stage(spec.sink.clone()).and_then(|blob| {
+                        StagePayload::encode(&StageAttempt { blob, shuffle_inputs: spec.shuffle_inputs })
+                    });
+                    match encoded {
+                        Ok(payload) => self.ts.submit(TaskSet {
+                            stage_id: spec.stage_id,
+                            stage_attempt: spec.stage_attempt,
+                            job_id: spec.job_id,
+                            partitions: spec.partitions,
+                            payload: Arc::new(payload),
+                        }),
+                        Err(e) => queue.extend(self.dag.handle(
+                            DagEvent::TaskSetFailed {
+                                stage_id: spec.stage_id,
+                                stage_attempt: spec.stage_attempt,
+                                reason: format!("failed to encode {}: {e}", spec.stage_id),
+                            },
+                            now,
+                        )),
+                    }
+                }
+                DagAction::CancelTaskSet { stage_id, stage_attempt, kill_running } => {
+                    let outs = self.ts.cancel_set(stage_id, stage_attempt, kill_running);
+                    for o in outs {
+                        match o {
+                            TsOutput::Kill { executor, task_id } => {
+                                self.backend.kill(&executor, task_id, "stage cancelled")
+                            }
+                            TsOutput::Release { executor, payload_hash } => {
+                                self.backend.release(&executor, payload_hash)
+                            }
+                            TsOutput::Dag(ev) => queue.extend(self.dag.handle(ev, now)),
+                            TsOutput::Event(ev) => self.bus.post(ev),
+                        }
+                    }
+                }
+                DagAction::TaskResult { job_id, output_index, bytes } => {
+                    if let Some(w) = self.waiters.get(&job_id) {
+                        let _ = w.send(JobMsg::TaskResult { output_index, bytes });
+                    }
+                }
+                DagAction::JobSucceeded { job_id } => {
+                    if let Some(w) = self.waiters.remove(&job_id) {
+                        let _ = w.send(JobMsg::Done(Ok(())));
+                    }
+                }
+                DagAction::JobFailed { job_id, error } => {
+                    if let Some(w) = self.waiters.remove(&job_id) {
+                        let _ = w.send(JobMsg::Done(Err(error)));
+                    }
+                }
+                DagAction::Event(ev) => self.bus.post(ev),
+            }
+        }
+    }
+
+    fn make_offers(&mut self) {
+        let now = self.clock.now_millis();
+        let (launches, events) = self.ts.resource_offers(now);
+        for ev in events {
+            self.bus.post(ev);
+        }
+        for l in launches {
+            self.backend.launch(l);
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The task scheduler: one task set per stage attempt, offered to executors
+//! by free cores, FIFO across jobs (earliest job first, then earliest
+//! stage), with per-task retries.
+//!
+//! Task lifecycle inside a set: `pending → running → succeeded`, or
+//! `running → failed → pending` again until it has failed `max_failures`
+//! times, which aborts the set (and so its jobs). A fetch failure does not
+//! count as a task failure: it turns the set into a *zombie* (no new
+//! launches) and is passed to the DAG scheduler, which resubmits the lost map
+//! outputs. A killed task is not retried.
+//!
+//! Pure state machine, like the DAG scheduler: calls in, launches and events out.
+
+use crate::dag::DagEvent;
+use crate::listener::ListenerEvent;
+use ember_common::{ExecutorId, JobId, StageId, TaskFailure, TaskId};
+use ember_core::metrics::TaskMetricsSnapshot;
+use ember_core::task::{StagePayload, TaskDescription, TaskState};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// A stage attempt ready to run, with its encoded payload.
+pub struct TaskSet {
+    pub stage_id: StageId,
+    pub stage_attempt: u32,
+    pub job_id: JobId,
+    pub partitions: Vec<usize>,
+    pub payload: Arc<StagePayload>,
+}
+
+struct TaskSetManager {
+    set: TaskSet,
+    pending: VecDeque<usize>,
+    attempts: Vec<u32>,
+    failures: Vec<u32>,
+    succeeded: Vec<bool>,
+    num_succeeded: usize,
+    running: usize,
+    zombie: bool,
+}
+
+struct RunningTask {
+    key: (StageId, u32),
+    index: usize,
+    attempt: u32,
+    executor: ExecutorId,
+}
+
+struct ExecutorSlots {
+    free: usize,
+    payloads: HashSet<[u8; 32]>,
+}
+
+/// A task to send to an executor; `payload` is set the first time that
+/// executor needs this stage attempt.
+pub struct Launch {
+    pub executor: ExecutorId,
+    pub task: TaskDescription,
+    pub payload: Option<Arc<StagePayload>>,
+}
+
+/// What the task scheduler asks of the world after a call.
+pub enum TsOutput {
+    Dag(DagEvent),
+    Event(ListenerEvent),
+    Kill { executor: ExecutorId, task_id: TaskId },
+    /// The executor may drop its cached copy of a finished stage attempt.
+    Release { executor: ExecutorId, payload_hash: [u8; 32] },
+}
+
+pub struct TaskScheduler {
+    sets: BTreeMap<(JobId, StageId, u32), TaskSetManager>,
+    keys: HashMap<(StageId, u32), (JobId, StageId, u32)>,
+    executors: BTreeMap<ExecutorId, ExecutorSlots>,
+    running: HashMap<TaskId, RunningTask>,
+    next_task_id: u64,
+    max_failures: u32,
+}
+
+impl TaskScheduler {
+    pub fn new(max_failures: u32) -> Self {
+        TaskScheduler {
+            sets: BTreeMap::new(),
+            keys: HashMap::new(),
+            executors: BTreeMap::new(),
+            running: HashMap::new(),
+            next_task_id: 0,
+            max_failures: max_failures.max(1),
+        }
+    }
+
+    pub fn add_executor(&mut self, id: ExecutorId, cores: usize) {
+        self.executors.insert(id, ExecutorSlots { free: cores, payloads: HashSet::new() });
+    }
+
+    pub fn total_free_cores(&self) -> usize {
+        self.executors.values().map(|e| e.free).sum()
+    }
+
+    pub fn num_running_tasks(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn submit(&mut self, set: TaskSet) {
+        let n = set.partitions.len();
+        let key = (set.job_id, set.stage_id, set.stage_attempt);
+        self.keys.insert((set.stage_id, set.stage_attempt), key);
+        self.sets.insert(
+            key,
+            TaskSetManager {
+                pending: (0..n).collect(),
+                attempts: vec![0; n],
+                failures: vec![0; n],
+                succeeded: vec![false; n],
+                num_succeeded: 0,
+                running: 0,
+                zombie: false,
+                set,
+            },
+        );
+    }
+
+    /// Assigns pending tasks to free cores: sets in FIFO order, executors round-robin.
+    pub fn resource_offers(&mut self, now: u64) -> (Vec<Launch>, Vec<ListenerEvent>) {
+        let mut launches = Vec::new();
+        let mut events = Vec::new();
+        if self.sets.is_empty() {
+            return (launches, events);
+        }
+        let execs: Vec<ExecutorId> = self.executors.keys().cloned().collect();
+        loop {
+            let mut launched_any = false;
+            for exec in &execs {
+                if self.executors[exec].free == 0 {
+                    continue;
+                }
+                let Some((_, tsm)) = self.sets.iter_mut().find(|(_, t)| !t.zombie && !t.pending.is_empty())
+                else {
+                    return (launches, events);
+                };
+                let index = tsm.pending.pop_front().expect("non-empty");
+                let attempt = tsm.attempts[index];
+                tsm.attempts[index] += 1;
+                tsm.running += 1;
+                let task_id = TaskId(self.next_task_id);
+                self.next_task_id += 1;
+                let slots = self.executors.get_mut(exec).expect("executor");
+                slots.free -= 1;
+                let payload = if slots.payloads.insert(tsm.set.payload.hash) {
+                    Some(tsm.set.payload.clone())
+                } else {
+                    None
+                };
+                let task = TaskDescription {
+                    task_id,
+                    stage_id: tsm.set.stage_id,
+                    stage_attempt: tsm.set.stage_attempt,
+                    partition: tsm.set.partitions[index],
+                    attempt,
+                    payload_hash: tsm.set.payload.hash,
+                };
+                self.running.insert(
+                    task_id,
+                    RunningTask { key: (task.stage_id, task.stage_attempt), index, attempt, executor: exec.clone() },
+                );
+                events.push(ListenerEvent::TaskStart {
+                    task_id,
+                    stage_id: task.stage_id,
+                    stage_attempt: task.stage_attempt,
+                    partition: task.partition,
+                    attempt,
+                    executor: exec.clone(),
+                    time: now,
+                });
+                launches.push(Launch { executor: exec.clone(), task, payload });
+                launched_any = true;
+            }
+            if !launched_any {
+                return (launches, events);
+            }
+        }
+    }
+
+    /// Handles a status update from an executor.
+    pub fn status_update(&mut self, task_id: TaskId, state: TaskState, now: u64) -> Vec<TsOutput> {
+        let mut out = Vec::new();
+        if matches!(state, TaskState::Running) {
+            return out;
+        }
+        let Some(rt) = self.running.remove(&task_id) else { return out };
+        if let Some(slots) = self.executors.get_mut(&rt.executor) {
+            slots.free += 1;
+        }
+        let Some(set_key) = self.keys.get(&rt.key).copied() else { return out };
+        let Some(tsm) = self.sets.get_mut(&set_key) else { return out };
+        tsm.running -= 1;
+        let (stage_id, stage_attempt) = rt.key;
+        let partition = tsm.set.partitions[rt.index];
+        let (failure, metrics): (Option<TaskFailure>, TaskMetricsSnapshot) = match &state {
+            TaskState::Finished { metrics, .. } => (None, metrics.clone()),
+            TaskState::Failed { failure, metrics } => (Some(failure.clone()), metrics.clone()),
+            TaskState::Running => unreachable!("handled above"),
+        };
+        out.push(TsOutput::Event(ListenerEvent::TaskEnd {
+            task_id,
+            stage_id,
+            stage_attempt,
+            partition,
+            attempt: rt.attempt,
+            executor: rt.executor.clone(),
+            failure: failure.as_ref().map(|f| f.to_string()),
+            metrics,
+            time: now,
+        }));
+        match state {
+            TaskState::Finished { output, .. } => {
+                if !tsm.succeeded[rt.index] {
+                    tsm.succeeded[rt.index] = true;
+                    tsm.num_succeeded += 1;
+                    out.push(TsOutput::Dag(DagEvent::TaskSucceeded { stage_id, stage_attempt, partition, output }));
+                }
+            }
+            TaskState::Failed { failure, .. } => match &failure {
+                TaskFailure::FetchFailed { .. } => {
+                    tsm.zombie = true;
+                    if let Some(ev) = crate::dag::fetch_failure_event(stage_id, stage_attempt, &failure) {
+                        out.push(TsOutput::Dag(ev));
+                    }
+                }
+                TaskFailure::Killed { .. } => {}
+                _ if tsm.succeeded[rt.index] || tsm.zombie => {}
+                _ => {
+                    tsm.failures[rt.index] += 1;
+                    if tsm.failures[rt.index] >= self.max_failures {
+                        tsm.zombie = true;
+                        let reason = format!(
+                            "Task {} in stage {}.{} failed {} times, most recent failure: \
+                             Lost task {}.{} in stage {}.{} ({task_id}) ({}): {failure}",
+                            partition,
+                            stage_id.0,
+                            stage_attempt,
+                            tsm.failures[rt.index],
+                            partition,
+                            rt.attempt,
+                            stage_id.0,
+                            stage_attempt,
+                            rt.executor,
+                        );
+                        out.push(TsOutput::Dag(DagEvent::TaskSetFailed { stage_id, stage_attempt, reason }));
+                        for kill in self.kill_running_of(rt.key) {
+                            out.push(kill);
+                        }
+                    } else {
+                        tsm.pending.push_back(rt.index);
+                    }
+                }
+            },
+            TaskState::Running => {}
+        }
+        out.extend(self.gc_set(set_key));
+        out
+    }
+
+    fn kill_running_of(&self, key: (StageId, u32)) -> Vec<TsOutput> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.key == key)
+            .map(|(t, r)| TsOutput::Kill { executor: r.executor.clone(), task_id: *t })
+            .collect()
+    }
+
+    /// Stops launching tasks of a stage attempt; optionally kills its running tasks.
+    pub fn cancel_set(&mut self, stage_id: StageId, stage_attempt: u32, kill_running: bool) -> Vec<TsOutput> {
+        let Some(set_key) = self.keys.get(&(stage_id, stage_attempt)).copied() else { return Vec::new() };
+        if let Some(tsm) = self.sets.get_mut(&set_key) {
+            tsm.zombie = true;
+            tsm.pending.clear();
+        }
+        let mut out = if kill_running { self.kill_running_of((stage_id, stage_attempt)) } else { Vec::new() };
+        out.extend(self.gc_set(set_key));
+        out
+    }
+
+    /// Drops a set once it launches nothing more and has nothing running.
+    fn gc_set(&mut self, key: (JobId, StageId, u32)) -> Vec<TsOutput> {
+        let done = self.sets.get(&key).is_some_and(|t| {
+            t.running == 0 && (t.zombie || t.num_succeeded == t.set.partitions.len())
+        });
+        let mut out = Vec::new();
+        if done {
+            let tsm = self.sets.remove(&key).expect("present");
+            self.keys.remove(&(key.1, key.2));
+            let hash = tsm.set.payload.hash;
+            for (id, slots) in self.executors.iter_mut() {
+                if slots.payloads.remove(&hash) {
+                    out.push(TsOutput::Release { executor: id.clone(), payload_hash: hash });
+                }
+            }
+        }
+        out
+    }
+
+    /// An executor is gone: its running tasks fail (and are retried elsewhere).
+    pub fn remove_executor(&mut self, executor: &ExecutorId, reason: &str, now: u64) -> Vec<TsOutput> {
+        self.executors.remove(executor);
+        let lost: Vec<TaskId> =
+            self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, _)| *t).collect();
+        let mut out = Vec::new();
+        for t in lost {
+            out.extend(self.status_update(
+                t,
+                TaskState::Failed {
+                    failure: TaskFailure::Error { message: format!("{executor} lost: {reason}") },
+                    metrics: TaskMetricsSnapshot::default(),
+                },
+                now,
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,1127 @@
+//! The on-disk (and on-the-wire) layout of shuffle data, and the code that
+//! writes and validates it.
+//!
+//! This module owns every byte of the format so that writers, spill files,
+//! readers and (later) the network layer agree on it. All integers are little
+//! endian. Format version: [`FORMAT_VERSION`] = 1.
+//!
+//! # Data file
+//!
+//! One data file per map task. It has no header of its own (it is versioned
+//! by its index file): it is the concatenation, for reduce partitions
+//! `0..num_partitions` in order, of one *segment* per partition. A segment is
+//! a (possibly empty) sequence of *blocks*, so a segment is self-contained and
+//! can be shipped as an opaque byte slice; the concatenation of segments is
+//! again a valid segment. Each block is:
+//!
+//! | offset | size | field                                                   |
+//! |--------|------|---------------------------------------------------------|
+//! | 0      | 4    | `uncompressed_len` (u32): length of the record bytes    |
+//! | 4      | 4    | `stored_len` (u32): length of the stored bytes below    |
+//! | 8      | 4    | `crc32` (u32, IEEE, `crc32fast`) of the stored bytes    |
+//! | 12     | 1    | `codec`: 0 = raw, 1 = LZ4 block format (`lz4_flex`)     |
+//! | 13     | `stored_len` | stored bytes                                    |
+//!
+//! Invariants (checked by the reader, produced by [`BlockWriter`]):
+//! `1 <= uncompressed_len <= MAX_BLOCK_LEN`, `stored_len <= MAX_BLOCK_LEN`; for
+//! codec 0 `stored_len == uncompressed_len`; for codec 1
+//! `stored_len < uncompressed_len` (the writer only keeps LZ4 output that is
+//! strictly smaller, otherwise it stores the block raw).
+//!
+//! The uncompressed bytes of a block are whole records concatenated; a record
+//! is the postcard encoding of the tuple `(K, V)` (no length prefix: postcard
+//! is self-delimiting). Records never span blocks. A record must encode to at
+//! least one byte (zero-sized `(K, V)` types are rejected by the writer).
+//!
+//! # Index file
+//!
+//! | offset            | size          | field                                   |
+//! |-------------------|---------------|-----------------------------------------|
+//! | 0                 | 4             | magic `b"EMSI"` ([`INDEX_MAGIC`])        |
+//! | 4                 | 4             | version (u32) = [`FORMAT_VERSION`]      |
+//! | 8                 | 4             | `num_partitions` (u32) = n              |
+//! | 12                | 8 * (n + 1)   | offsets (u64) into the data file        |
+//! | 12 + 8 * (n + 1)  | 4             | crc32 of all preceding index bytes      |
+//!
+//! `offsets[0] == 0`, offsets are non-decreasing, partition `r`'s segment is
+//! `data[offsets[r]..offsets[r + 1]]`, and `offsets[n]` is the data file length.
+//!
+//! # Integrity
+//!
+//! Every block's crc is verified before the block is decompressed or decoded;
+//! every length is checked against the bytes actually available (and
+//! [`MAX_BLOCK_LEN`]) before anything is allocated. A segment truncated exactly
+//! at a block boundary is itself a valid (shorter) segment; such truncation is
+//! caught by comparing against the index (the data file length must equal
+//! `offsets[n]`, and fetchers know each segment's expected length).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{io_ctx, Error, Result};
+
+/// Magic bytes at the start of an index file.
+pub const INDEX_MAGIC: [u8; 4] = *b"EMSI";
+/// Version of the data + index format.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of a block frame header in bytes.
+pub const FRAME_HEADER_LEN: usize = 13;
+/// Codec byte for blocks stored uncompressed.
+pub const CODEC_RAW: u8 = 0;
+/// Codec byte for blocks stored in the LZ4 block format.
+pub const CODEC_LZ4: u8 = 1;
+/// Largest allowed `uncompressed_len` / `stored_len` of a block (1 GiB).
+pub const MAX_BLOCK_LEN: usize = 1 << 30;
+/// Default target uncompressed block size (64 KiB).
+pub const DEFAULT_BLOCK_SIZE: usize = 64 * 1024;
+
+/// Worst-case LZ4 expansion ratio used to reject absurd `uncompressed_len`s.
+const MAX_LZ4_RATIO: u64 = 256;
+
+// ---------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------
+
+/// Appends the postcard encoding of `(key, value)` to `buf`; returns its length.
+/// On error `buf` is left unchanged.
+pub(crate) fn append_record<K, V>(buf: &mut Vec<u8>, key: &K, value: &V) -> Result<usize>
+where
+    K: Serialize + ?Sized,
+    V: Serialize + ?Sized,
+{
+    let start = buf.len();
+    if let Err(e) = postcard::to_io(&(key, value), &mut *buf) {
+        buf.truncate(start);
+        return Err(Error::Serialization(e.to_string()));
+    }
+    let n = buf.len() - start;
+    if n == 0 {
+        return Err(Error::Serialization(
+            "record encodes to zero bytes; zero-sized (K, V) types are not supported".into(),
+        ));
+    }
+    if n > MAX_BLOCK_LEN {
+        buf.truncate(start);
+        return Err(Error::Serialization(format!(
+            "record encodes to {n} bytes, more than the {MAX_BLOCK_LEN}-byte block limit"
+        )));
+    }
+    Ok(n)
+}
+
+/// Computes the frame header and the stored bytes for one block of record bytes.
+fn prepare_frame<'a>(
+    raw: &'a [u8],
+    compress: bool,
+    scratch: &'a mut Vec<u8>,
+) -> ([u8; FRAME_HEADER_LEN], &'a [u8]) {
+    debug_assert!(!raw.is_empty() && raw.len() <= MAX_BLOCK_LEN);
+    let mut codec = CODEC_RAW;
+    let mut stored: &[u8] = raw;
+    if compress {
+        let max = lz4_flex::block::get_maximum_output_size(raw.len());
+        if scratch.len() < max {
+            scratch.resize(max, 0);
+        }
+        if let Ok(n) = lz4_flex::block::compress_into(raw, &mut scratch[..]) {
+            if n < raw.len() {
+                codec = CODEC_LZ4;
+                stored = &scratch[..n];
+            }
+        }
+    }
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[0..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&crc32fast::hash(stored).to_le_bytes());
+    header[12] = codec;
+    (header, stored)
+}
+
+/// Writes one framed block holding `raw` to `out`; returns the bytes written.
+pub(crate) fn write_frame<W: Write + ?Sized>(
+    raw: &[u8],
+    compress: bool,
+    scratch: &mut Vec<u8>,
+    out: &mut W,
+) -> io::Result<u64> {
+    let (header, stored) = prepare_frame(raw, compress, scratch);
+    out.write_all(&header)?;
+    out.write_all(stored)?;
+    Ok((FRAME_HEADER_LEN + stored.len()) as u64)
+}
+
+/// Frames one block holding `raw` into an exactly-sized new `Vec`.
+pub(crate) fn frame_to_vec(raw: &[u8], compress: bool, scratch: &mut Vec<u8>) -> Vec<u8> {
+    let (header, stored) = prepare_frame(raw, compress, scratch);
+    let mut v = Vec::with_capacity(FRAME_HEADER_LEN + stored.len());
+    v.extend_from_slice(&header);
+    v.extend_from_slice(stored);
+    v
+}
+
+/// Accumulates records into blocks of about `block_size` uncompressed bytes
+/// and writes them, framed and optionally LZ4-compressed, to an `io::Write`.
+///
+/// The buffers are reused across blocks and segments. Call
+/// [`BlockWriter::finish_segment`] at the end of each partition so that the
+/// next partition starts on a block boundary.
+#[derive(Debug)]
+pub struct BlockWriter {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    block_size: usize,
+    compress: bool,
+    bytes_written: u64,
+    segment_bytes: u64,
+    records_written: u64,
+}
+
+impl BlockWriter {
+    /// Creates a writer targeting blocks of `block_size` uncompressed bytes
+    /// (clamped to `1..=MAX_BLOCK_LEN`), LZ4-compressing them if `compress`.
+    pub fn new(block_size: usize, compress: bool) -> Self {
+        let block_size = block_size.clamp(1, MAX_BLOCK_LEN);
+        BlockWriter {
+            buf: Vec::with_capacity(block_size.min(DEFAULT_BLOCK_SIZE * 4) + 64),
+            scratch: Vec::new(),
+            block_size,
+            compress,
+            bytes_written: 0,
+            segment_bytes: 0,
+            records_written: 0,
+        }
+    }
+
+    /// Appends one record, flushing a block to `out` when the target size is reached.
+    pub fn write_record<K, V, W>(&mut self, key: &K, value: &V, out: &mut W) -> Result<()>
+    where
+        K: Serialize + ?Sized,
+        V: Serialize + ?Sized,
+        W: Write + ?Sized,
+    {
+        let start = self.buf.len();
+        append_record(&mut self.buf, key, value)?;
+        if self.buf.len() > MAX_BLOCK_LEN {
+            // The new record does not fit in the current block: flush the
+            // records before it as one block and keep it as the next one.
+            let rec = self.buf.split_off(start);
+            self.flush_block(out)?;
+            self.buf = rec;
+        }
+        self.records_written += 1;
+        if self.buf.len() >= self.block_size {
+            self.flush_block(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered records (if any) as a block.
+    fn flush_block<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let n = write_frame(&self.buf, self.compress, &mut self.scratch, out)
+            .map_err(io_ctx("writing a shuffle block"))?;
+        self.bytes_written += n;
+        self.segment_bytes += n;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flushes the pending partial block and ends the current segment.
+    /// Returns the segment's length in bytes (0 if it had no records).
+    pub fn finish_segment<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<u64> {
+        self.flush_block(out)?;
+        Ok(std::mem::take(&mut self.segment_bytes))
+    }
+
+    /// Total framed bytes written to the output so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Total records accepted so far.
+    pub fn records_written(&self) -> u64 {
+        self.records_written
+    }
+
+    /// Record bytes buffered and not yet written.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Index
+// ---------------------------------------------------------------------------
+
+/// Encodes an index for the given partition lengths.
+pub fn encode_index(partition_lengths: &[u64]) -> Result<Vec<u8>> {
+    let n = u32::try_from(partition_lengths.len()).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{} partitions exceed the format's u32 limit",
+            partition_lengths.len()
+        ))
+    })?;
+    let mut out = Vec::with_capacity(12 + 8 * (partition_lengths.len() + 1) + 4);
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    let mut off = 0u64;
+    out.extend_from_slice(&off.to_le_bytes());
+    for &len in partition_lengths {
+        off = off
+            .checked_add(len)
+            .ok_or_else(|| Error::InvalidArgument("partition lengths overflow u64".into()))?;
+        out.extend_from_slice(&off.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Writes an index file for the given partition lengths to `path` (directly;
+/// callers wanting atomicity write to a temporary name and rename).
+pub fn write_index(path: &Path, partition_lengths: &[u64]) -> Result<()> {
+    let bytes = encode_index(partition_lengths)?;
+    std::fs::write(path, bytes).map_err(io_ctx(format!("writing index file {}", path.display())))
+}
+
+fn index_len(n: u32) -> u64 {
+    12 + 8 * (u64::from(n) + 1) + 4
+}
+
+/// Decodes and validates index bytes, returning the `num_partitions + 1` offsets.
+pub fn decode_index(bytes: &[u8]) -> Result<Vec<u64>> {
+    if bytes.len() < 24 {
+        return Err(Error::corrupt(format!(
+            "index is {} bytes, shorter than the minimum 24",
+            bytes.len()
+        )));
+    }
+    if bytes[0..4] != INDEX_MAGIC {
+        return Err(Error::corrupt(format!(
+            "index has bad magic {:02x?}",
+            &bytes[0..4]
+        )));
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(Error::corrupt(format!(
+            "index has unsupported version {version} (expected {FORMAT_VERSION})"
+        )));
+    }
+    let n = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if bytes.len() as u64 != index_len(n) {
+        return Err(Error::corrupt(format!(
+            "index for {n} partitions should be {} bytes, found {}",
+            index_len(n),
+            bytes.len()
+        )));
+    }
+    let body = &bytes[..bytes.len() - 4];
+    let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    let crc = crc32fast::hash(body);
+    if crc != stored_crc {
+        return Err(Error::corrupt(format!(
+            "index crc mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
+        )));
+    }
+    let offsets: Vec<u64> = body[12..]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if offsets[0] != 0 {
+        return Err(Error::corrupt(format!(
+            "index offsets start at {}, not 0",
+            offsets[0]
+        )));
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+        return Err(Error::corrupt(format!(
+            "index offsets decrease at partition {i}"
+        )));
+    }
+    Ok(offsets)
+}
+
+/// Reads and validates (magic, version, length, crc, monotonic offsets) an
+/// index file, returning its `num_partitions + 1` offsets.
+pub fn read_index(path: impl AsRef<Path>) -> Result<Vec<u64>> {
+    let path = path.as_ref();
+    let ctx = || format!("reading index file {}", path.display());
+    let mut file = File::open(path).map_err(io_ctx(ctx()))?;
+    let len = file.metadata().map_err(io_ctx(ctx()))?.len();
+    let mut header = [0u8; 12];
+    if len < 24 {
+        return Err(Error::corrupt(format!(
+            "index file {} is {len} bytes, shorter than the minimum 24",
+            path.display()
+        )));
+    }
+    file.read_exact(&mut header).map_err(io_ctx(ctx()))?;
+    let n = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if len != index_len(n) {
+        return Err(Error::corrupt(format!(
+            "index file {} is {len} bytes but its header announces {n} partitions ({} bytes)",
+            path.display(),
+            index_len(n)
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.extend_from_slice(&header);
+    file.read_to_end(&mut bytes).map_err(io_ctx(ctx()))?;
+    decode_index(&bytes).map_err(|e| match e {
+        Error::Corrupt { what } => Error::corrupt(format!("{}: {what}", path.display())),
+        other => other,
+    })
+}
+
+/// Returns `(start, len)` of partition `reduce_id`'s segment given index offsets.
+pub fn segment_range(offsets: &[u64], reduce_id: usize) -> Result<(u64, u64)> {
+    let n = offsets.len().saturating_sub(1);
+    if reduce_id >= n {
+        return Err(Error::InvalidArgument(format!(
+            "reduce partition {reduce_id} out of range (map output has {n} partitions)"
+        )));
+    }
+    let (start, end) = (offsets[reduce_id], offsets[reduce_id + 1]);
+    let len = end.checked_sub(start).ok_or_else(|| {
+        Error::corrupt(format!(
+            "index offsets decrease at partition {reduce_id} ({start} > {end})"
+        ))
+    })?;
+    Ok((start, len))
+}
+
+/// Reads the raw bytes of partition `reduce_id`'s segment (no decoding). The
+/// data file's length is checked against the index first.
+pub fn read_segment(
+    data_path: impl AsRef<Path>,
+    index_path: impl AsRef<Path>,
+    reduce_id: usize,
+) -> Result<Vec<u8>> {
+    let data_path = data_path.as_ref();
+    let offsets = read_index(index_path)?;
+    let (start, len) = segment_range(&offsets, reduce_id)?;
+    let ctx = || format!("reading data file {}", data_path.display());
+    let mut file = File::open(data_path).map_err(io_ctx(ctx()))?;
+    let file_len = file.metadata().map_err(io_ctx(ctx()))?.len();
+    let expected = *offsets.last().expect("at least one offset");
+    if file_len != expected {
+        return Err(Error::corrupt(format!(
+            "data file {} is {file_len} bytes, its index says {expected}",
+            data_path.display()
+        )));
+    }
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corrupt(format!("segment of {len} bytes does not fit in memory")))?;
+    let mut buf = vec![0u8; len];
+    if len > 0 {
+        file.seek(SeekFrom::Start(start)).map_err(io_ctx(ctx()))?;
+        file.read_exact(&mut buf).map_err(io_ctx(ctx()))?;
+    }
+    Ok(buf)
+}
+
+/// Opens a streaming, validating reader over partition `reduce_id`'s segment
+/// of a local map output (buffered file reads; the segment is not loaded
+/// into memory at once). The data file's length is checked against the index.
+pub fn open_segment<K, V>(
+    data_path: impl AsRef<Path>,
+    index_path: impl AsRef<Path>,
+    reduce_id: usize,
+) -> Result<SegmentReader<K, V>> {
+    let data_path = data_path.as_ref();
+    let offsets = read_index(index_path)?;
+    let (start, len) = segment_range(&offsets, reduce_id)?;
+    let ctx = || format!("reading data file {}", data_path.display());
+    let mut file = File::open(data_path).map_err(io_ctx(ctx()))?;
+    let file_len = file.metadata().map_err(io_ctx(ctx()))?.len();
+    let expected = *offsets.last().expect("at least one offset");
+    if file_len != expected {
+        return Err(Error::corrupt(format!(
+            "data file {} is {file_len} bytes, its index says {expected}",
+            data_path.display()
+        )));
+    }
+    file.seek(SeekFrom::Start(start)).map_err(io_ctx(ctx()))?;
+    let reader = io::BufReader::with_capacity(DEFAULT_BLOCK_SIZE * 2, file).take(len);
+    Ok(SegmentReader::from_reader(reader).with_label(format!(
+        "data file {} partition {reduce_id}",
+        data_path.display()
+    )))
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+struct FrameHeader {
+    uncompressed_len: usize,
+    stored_len: usize,
+    crc: u32,
+    codec: u8,
+}
+
+fn parse_header(h: &[u8; FRAME_HEADER_LEN]) -> FrameHeader {
+    let u = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    FrameHeader {
+        uncompressed_len: u(0) as usize,
+        stored_len: u(4) as usize,
+        crc: u(8),
+        codec: h[12],
+    }
+}
+
+/// Where an error happened, for messages.
+struct Ctx<'a> {
+    label: &'a str,
+    offset: u64,
+}
+
+impl Ctx<'_> {
+    fn corrupt(&self, msg: impl std::fmt::Display) -> Error {
+        Error::corrupt(format!(
+            "{}: block at offset {}: {msg}",
+            self.label, self.offset
+        ))
+    }
+}
+
+/// Validates a frame header; `available` = stored bytes known to follow, if known.
+fn check_header(h: &FrameHeader, available: Option<usize>, ctx: &Ctx<'_>) -> Result<()> {
+    if h.codec != CODEC_RAW && h.codec != CODEC_LZ4 {
+        return Err(ctx.corrupt(format_args!("unknown codec {}", h.codec)));
+    }
+    if h.uncompressed_len == 0 {
+        return Err(ctx.corrupt("empty block"));
+    }
+    if h.uncompressed_len > MAX_BLOCK_LEN || h.stored_len > MAX_BLOCK_LEN {
+        return Err(ctx.corrupt(format_args!(
+            "block lengths {}/{} exceed the {MAX_BLOCK_LEN}-byte limit",
+            h.uncompressed_len, h.stored_len
+        )));
+    }
+    if let Some(avail) = available {
+        if h.stored_len > avail {
+            return Err(ctx.corrupt(format_args!(
+                "truncated: block claims {} stored bytes, only {avail} remain",
+                h.stored_len
+            )));
+        }
+    }
+    if h.codec == CODEC_RAW && h.stored_len != h.uncompressed_len {
+        return Err(ctx.corrupt(format_args!(
+            "raw block with stored length {} != uncompressed length {}",
+            h.stored_len, h.uncompressed_len
+        )));
+    }
+    if h.codec == CODEC_LZ4
+        && (h.stored_len >= h.uncompressed_len
+            || h.uncompressed_len as u64 > h.stored_len as u64 * MAX_LZ4_RATIO + 64)
+    {
+        return Err(ctx.corrupt(format_args!(
+            "implausible lz4 block lengths (stored {}, uncompressed {})",
+            h.stored_len, h.uncompressed_len
+        )));
+    }
+    Ok(())
+}
+
+fn check_crc(stored: &[u8], expected: u32, ctx: &Ctx<'_>) -> Result<()> {
+    let crc = crc32fast::hash(stored);
+    if crc != expected {
+        return Err(ctx.corrupt(format_args!(
+            "crc mismatch (stored {expected:#010x}, computed {crc:#010x})"
+        )));
+    }
+    Ok(())
+}
+
+fn decompress_block(stored: &[u8], ulen: usize, out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Result<()> {
+    out.clear();
+    out.resize(ulen, 0);
+    match lz4_flex::block::decompress_into(stored, out) {
+        Ok(n) if n == ulen => Ok(()),
+        Ok(n) => Err(ctx.corrupt(format_args!(
+            "lz4 block decompressed to {n} bytes, header says {ulen}"
+        ))),
+        Err(e) => Err(ctx.corrupt(format_args!("bad lz4 stream: {e}"))),
+    }
+}
+
+/// Like `read_exact`, but returns how many bytes were read before end of input.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+enum Source {
+    Bytes { data: Vec<u8>, pos: usize },
+    Reader(Box<dyn Read + Send>),
+}
+
+/// Iterator over the `(K, V)` records of a segment (or of any concatenation
+/// of segments), validating every block.
+///
+/// Any damage is reported as [`Error::Corrupt`] (after which the iterator is
+/// finished); it never panics on bad input and allocates at most what the
+/// input actually contains (plus one block's decompressed size, itself
+/// bounded by the LZ4 expansion ratio and [`MAX_BLOCK_LEN`]).
+pub struct SegmentReader<K, V> {
+    src: Source,
+    /// Current block when it is not a sub-slice of `Source::Bytes` data.
+    block: Vec<u8>,
+    /// Scratch for stored bytes read from a `Source::Reader`.
+    stored: Vec<u8>,
+    /// Whether the current block lives in `Source::Bytes` data.
+    in_src: bool,
+    block_start: usize,
+    pos: usize,
+    end: usize,
+    /// Offset (in the segment) of the next frame header.
+    next_frame: u64,
+    /// Offset (in the segment) of the current block's header.
+    block_offset: u64,
+    finished: bool,
+    label: String,
+    _marker: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> SegmentReader<K, V> {
+    /// Reads records from raw segment bytes (e.g. from [`read_segment`] or the network).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self::with_source(Source::Bytes {
+            data: bytes,
+            pos: 0,
+        })
+    }
+
+    /// Reads records from a stream positioned at a block boundary, until its
+    /// end. The stream should be buffered (e.g. a `BufReader<File>`).
+    pub fn from_reader<R: Read + Send + 'static>(reader: R) -> Self {
+        Self::with_source(Source::Reader(Box::new(reader)))
+    }
+
+    fn with_source(src: Source) -> Self {
+        SegmentReader {
+            src,
+            block: Vec::new(),
+            stored: Vec::new(),
+            in_src: false,
+            block_start: 0,
+            pos: 0,
+            end: 0,
+            next_frame: 0,
+            block_offset: 0,
+            finished: false,
+            label: String::from("segment"),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Sets the description (file, shuffle, partition...) used in error messages.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Loads the next block. Returns `Ok(false)` at a clean end of input.
+    fn load_block(&mut self) -> Result<bool> {
+        self.block_offset = self.next_frame;
+        let ctx = Ctx {
+            label: &self.label,
+            offset: self.block_offset,
+        };
+        let h = match &mut self.src {
+            Source::Bytes { data, pos } => {
+                let remaining = data.len() - *pos;
+                if remaining == 0 {
+                    return Ok(false);
+                }
+                if remaining < FRAME_HEADER_LEN {
+                    return Err(
+                        ctx.corrupt(format_args!("truncated frame header ({remaining} bytes)"))
+                    );
+                }
+                let mut hdr = [0u8; FRAME_HEADER_LEN];
+                hdr.copy_from_slice(&data[*pos..*pos + FRAME_HEADER_LEN]);
+                let h = parse_header(&hdr);
+                check_header(&h, Some(remaining - FRAME_HEADER_LEN), &ctx)?;
+                let start = *pos + FRAME_HEADER_LEN;
+                let stored = &data[start..start + h.stored_len];
+                check_crc(stored, h.crc, &ctx)?;
+                if h.codec == CODEC_RAW {
+                    self.in_src = true;
+                    self.block_start = start;
+                } else {
+                    decompress_block(stored, h.uncompressed_len, &mut self.block, &ctx)?;
+                    self.in_src = false;
+                    self.block_start = 0;
+                }
+                *pos = start + h.stored_len;
+                h
+            }
+            Source::Reader(r) => {
+                let mut hdr = [0u8; FRAME_HEADER_LEN];
+                let n = read_full(r.as_mut(), &mut hdr)
+                    .map_err(io_ctx(format!("reading {}", ctx.label)))?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                if n < FRAME_HEADER_LEN {
+                    return Err(ctx.corrupt(format_args!("truncated frame header ({n} bytes)")));
+                }
+                let h = parse_header(&hdr);
+                check_header(&h, None, &ctx)?;
+                self.stored.clear();
+                // Reserve at most 1 MiB up front; beyond that the buffer only
+                // grows as bytes actually arrive.
+                self.stored.reserve(h.stored_len.min(1 << 20));
+                Read::by_ref(r)
+                    .take(h.stored_len as u64)
+                    .read_to_end(&mut self.stored)
+                    .map_err(io_ctx(format!("reading {}", ctx.label)))?;
+                if self.stored.len() < h.stored_len {
+                    return Err(ctx.corrupt(format_args!(
+                        "truncated: block claims {} stored bytes, only {} remain",
+                        h.stored_len,
+                        self.stored.len()
+                    )));
+                }
+                check_crc(&self.stored, h.crc, &ctx)?;
+                if h.codec == CODEC_RAW {
+                    std::mem::swap(&mut self.block, &mut self.stored);
+                } else {
+                    decompress_block(&self.stored, h.uncompressed_len, &mut self.block, &ctx)?;
+                }
+                self.in_src = false;
+                self.block_start = 0;
+                h
+            }
+        };
+        self.pos = self.block_start;
+        self.end = self.block_start + h.uncompressed_len;
+        self.next_frame += (FRAME_HEADER_LEN + h.stored_len) as u64;
+        Ok(true)
+    }
+
+    fn fail(&mut self, err: Error) -> Option<Result<(K, V)>> {
+        self.finished = true;
+        self.pos = self.end;
+        Some(Err(err))
+    }
+}
+
+impl<K: DeserializeOwned, V: DeserializeOwned> Iterator for SegmentReader<K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.pos < self.end {
+                let block: &[u8] = match (&self.src, self.in_src) {
+                    (Source::Bytes { data, .. }, true) => data,
+                    _ => &self.block,
+                };
+                let slice = &block[self.pos..self.end];
+                let rel = self.pos - self.block_start;
+                let err = match postcard::take_from_bytes::<(K, V)>(slice) {
+                    Ok((rec, rest)) => {
+                        let used = slice.len() - rest.len();
+                        if used > 0 {
+                            self.pos += used;
+                            return Some(Ok(rec));
+                        }
+                        "record decoded from zero bytes".to_string()
+                    }
+                    Err(e) => e.to_string(),
+                };
+                let ctx = Ctx {
+                    label: &self.label,
+                    offset: self.block_offset,
+                };
+                let err = ctx.corrupt(format_args!("undecodable record at byte {rel}: {err}"));
+                return self.fail(err);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.load_block() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.finished = true;
+                    return None;
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Rec = (u32, String);
+
+    fn sample_records(n: usize) -> Vec<Rec> {
+        (0..n as u32)
+            .map(|i| (i, format!("value-{}-{}", i, "x".repeat((i % 13) as usize))))
+            .collect()
+    }
+
+    fn encode(records: &[Rec], block_size: usize, compress: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut bw = BlockWriter::new(block_size, compress);
+        for (k, v) in records {
+            bw.write_record(k, v, &mut out).unwrap();
+        }
+        let len = bw.finish_segment(&mut out).unwrap();
+        assert_eq!(len as usize, out.len());
+        assert_eq!(bw.bytes_written() as usize, out.len());
+        assert_eq!(bw.records_written() as usize, records.len());
+        out
+    }
+
+    fn decode_all(bytes: Vec<u8>) -> Result<Vec<Rec>> {
+        SegmentReader::<u32, String>::new(bytes).collect()
+    }
+
+    fn decode_stream(bytes: Vec<u8>) -> Result<Vec<Rec>> {
+        SegmentReader::<u32, String>::from_reader(io::Cursor::new(bytes)).collect()
+    }
+
+    /// Builds a frame with a correct crc around arbitrary stored bytes.
+    fn frame(ulen: u32, stored: &[u8], codec: u8) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&ulen.to_le_bytes());
+        v.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        v.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
+        v.push(codec);
+        v.extend_from_slice(stored);
+        v
+    }
+
+    fn assert_corrupt(bytes: Vec<u8>) {
+        let a = decode_all(bytes.clone());
+        assert!(
+            matches!(a, Err(Error::Corrupt { .. })),
+            "bytes source: {a:?}"
+        );
+        let b = decode_stream(bytes);
+        assert!(
+            matches!(b, Err(Error::Corrupt { .. })),
+            "stream source: {b:?}"
+        );
+    }
+
+    #[test]
+    fn round_trip_all_configurations() {
+        let recs = sample_records(500);
+        for &compress in &[false, true] {
+            for &bs in &[1usize, 100, 4096, DEFAULT_BLOCK_SIZE] {
+                let bytes = encode(&recs, bs, compress);
+                assert_eq!(decode_all(bytes.clone()).unwrap(), recs);
+                assert_eq!(decode_stream(bytes).unwrap(), recs);
+            }
+        }
+        assert!(decode_all(Vec::new()).unwrap().is_empty());
+        assert!(decode_stream(Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compression_is_used_and_incompressible_blocks_stay_raw() {
+        let recs: Vec<Rec> = (0..200).map(|i| (i, "a".repeat(100))).collect();
+        let compressed = encode(&recs, 4096, true);
+        let raw = encode(&recs, 4096, false);
+        assert!(compressed.len() < raw.len() / 4);
+        assert_eq!(compressed[12], CODEC_LZ4);
+        // A single tiny record does not compress: stored raw.
+        let tiny = encode(&[(1, "z".into())], 4096, true);
+        assert_eq!(tiny[12], CODEC_RAW);
+        assert_eq!(decode_all(tiny).unwrap(), vec![(1, "z".to_string())]);
+    }
+
+    #[test]
+    fn record_larger_than_block_gets_its_own_block() {
+        let recs = vec![
+            (1, "a".repeat(10_000)),
+            (2, "b".into()),
+            (3, "c".repeat(5000)),
+        ];
+        let bytes = encode(&recs, 16, true);
+        assert_eq!(decode_all(bytes).unwrap(), recs);
+    }
+
+    #[test]
+    fn segments_concatenate() {
+        let a = sample_records(30);
+        let b: Vec<Rec> = (100..140).map(|i| (i, "b".into())).collect();
+        let mut bytes = encode(&a, 64, true);
+        bytes.extend(encode(&b, 64, false));
+        let all: Vec<Rec> = a.into_iter().chain(b).collect();
+        assert_eq!(decode_all(bytes).unwrap(), all);
+    }
+
+    #[test]
+    fn zero_sized_records_are_rejected() {
+        let mut bw = BlockWriter::new(64, false);
+        let mut out = Vec::new();
+        assert!(matches!(
+            bw.write_record(&(), &(), &mut out),
+            Err(Error::Serialization(_))
+        ));
+        assert_eq!(bw.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn flipped_byte_in_block_is_corrupt() {
+        for &compress in &[false, true] {
+            let bytes = encode(&sample_records(50), 256, compress);
+            let mut bad = bytes.clone();
+            bad[FRAME_HEADER_LEN + 3] ^= 0x40;
+            assert_corrupt(bad);
+            // Last byte of the last block.
+            let mut bad = bytes.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            assert_corrupt(bad);
+        }
+    }
+
+    #[test]
+    fn truncation_is_corrupt() {
+        let bytes = encode(&sample_records(50), 256, true);
+        assert_corrupt(bytes[..5].to_vec()); // inside the header
+        assert_corrupt(bytes[..FRAME_HEADER_LEN + 2].to_vec()); // inside the stored bytes
+        assert_corrupt(bytes[..bytes.len() - 1].to_vec());
+    }
+
+    #[test]
+    fn bad_headers_are_corrupt() {
+        let payload = {
+            let mut v = Vec::new();
+            append_record(&mut v, &7u32, "seven").unwrap();
+            v
+        };
+        let good = frame(payload.len() as u32, &payload, CODEC_RAW);
+        assert_eq!(decode_all(good.clone()).unwrap(), vec![(7, "seven".into())]);
+        // Unknown codec.
+        let mut bad = good.clone();
+        bad[12] = 7;
+        assert_corrupt(bad);
+        // Raw claimed as lz4 (same lengths).
+        let mut bad = good.clone();
+        bad[12] = CODEC_LZ4;
+        assert_corrupt(bad);
+        // Uncompressed length wrong for a raw block.
+        assert_corrupt(frame(payload.len() as u32 + 1, &payload, CODEC_RAW));
+        // Huge lengths.
+        assert_corrupt(frame(u32::MAX, &payload, CODEC_LZ4));
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_corrupt(bad);
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&(payload.len() as u32 + 1000).to_le_bytes());
+        assert_corrupt(bad);
+        // Empty block.
+        assert_corrupt(frame(0, &[], CODEC_RAW));
+        // Bad crc.
+        let mut bad = good.clone();
+        bad[8] ^= 0xff;
+        assert_corrupt(bad);
+    }
+
+    #[test]
+    fn bad_lz4_stream_is_corrupt() {
+        // Valid crc, garbage lz4: a literal run longer than the input.
+        assert_corrupt(frame(100, &[0xf0, 0xff, 0xff, 1, 2, 3], CODEC_LZ4));
+        // Valid lz4 that decompresses to fewer bytes than announced.
+        let raw = vec![b'q'; 200];
+        let c = lz4_flex::block::compress(&raw);
+        assert_corrupt(frame(300, &c, CODEC_LZ4));
+        assert_corrupt(frame(150, &c, CODEC_LZ4));
+    }
+
+    #[test]
+    fn undecodable_records_are_corrupt() {
+        // u32 key followed by a string whose length prefix exceeds the block.
+        let mut payload = Vec::new();
+        append_record(&mut payload, &1u32, "ok").unwrap();
+        payload.extend_from_slice(&[5, 100, b'a']);
+        assert_corrupt(frame(payload.len() as u32, &payload, CODEC_RAW));
+        // Invalid utf-8.
+        let payload = vec![1, 2, 0xff, 0xfe];
+        assert_corrupt(frame(payload.len() as u32, &payload, CODEC_RAW));
+        // Over-long varint.
+        let payload = vec![0xff; 12];
+        assert_corrupt(frame(payload.len() as u32, &payload, CODEC_RAW));
+    }
+
+    #[test]
+    fn reader_stops_after_an_error() {
+        let mut bytes = encode(&sample_records(50), 64, false);
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        let mut r = SegmentReader::<u32, String>::new(bytes).with_label("test segment");
+        let mut saw_err = false;
+        for rec in r.by_ref() {
+            if let Err(e) = rec {
+                assert!(e.to_string().contains("test segment"), "{e}");
+                saw_err = true;
+                break;
+            }
+        }
+        assert!(saw_err);
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn index_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join("x.index");
+        let data = dir.path().join("x.data");
+        let recs = sample_records(20);
+        let seg0 = encode(&recs[..10], 64, true);
+        let seg2 = encode(&recs[10..], 64, false);
+        let mut all = seg0.clone();
+        all.extend_from_slice(&seg2);
+        std::fs::write(&data, &all).unwrap();
+        write_index(&idx, &[seg0.len() as u64, 0, seg2.len() as u64]).unwrap();
+        let offsets = read_index(&idx).unwrap();
+        assert_eq!(
+            offsets,
+            vec![0, seg0.len() as u64, seg0.len() as u64, all.len() as u64]
+        );
+        assert_eq!(read_segment(&data, &idx, 0).unwrap(), seg0);
+        assert!(read_segment(&data, &idx, 1).unwrap().is_empty());
+        assert_eq!(read_segment(&data, &idx, 2).unwrap(), seg2);
+        let streamed: Vec<Rec> = open_segment(&data, &idx, 2)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(&streamed[..], &recs[10..]);
+        assert_eq!(
+            open_segment::<u32, String>(&data, &idx, 1).unwrap().count(),
+            0
+        );
+        assert!(matches!(
+            read_segment(&data, &idx, 3),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            segment_range(&offsets, 2).unwrap(),
+            (seg0.len() as u64, seg2.len() as u64)
+        );
+        assert!(segment_range(&[0, 10, 5], 1).unwrap_err().is_corrupt());
+        assert!(segment_range(&[], 0).is_err());
+
+        // Zero partitions.
+        let idx0 = dir.path().join("zero.index");
+        write_index(&idx0, &[]).unwrap();
+        assert_eq!(read_index(&idx0).unwrap(), vec![0]);
+
+        let good = std::fs::read(&idx).unwrap();
+        let check = |bytes: &[u8]| {
+            std::fs::write(&idx, bytes).unwrap();
+            let r = read_index(&idx);
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+            assert!(decode_index(bytes).is_err());
+        };
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            check(&bad);
+        }
+        check(&good[..good.len() - 1]);
+        check(&good[..10]);
+        let mut longer = good.clone();
+        longer.push(0);
+        check(&longer);
+        // Data file length disagreeing with the index.
+        std::fs::write(&idx, &good).unwrap();
+        std::fs::write(&data, &all[..all.len() - 1]).unwrap();
+        assert!(matches!(
+            read_segment(&data, &idx, 0),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    fn check_damaged(original: &[Rec], damaged: Vec<u8>, stream: bool, may_be_prefix: bool) {
+        let iter: Box<dyn Iterator<Item = Result<Rec>>> = if stream {
+            Box::new(SegmentReader::from_reader(io::Cursor::new(damaged)))
+        } else {
+            Box::new(SegmentReader::new(damaged))
+        };
+        let mut got = Vec::new();
+        let mut errored = false;
+        for r in iter {
+            match r {
+                Ok(rec) => got.push(rec),
+                Err(e) => {
+                    assert!(e.is_corrupt(), "{e:?}");
+                    errored = true;
+                    break;
+                }
+            }
+        }
+        // Whatever was yielded before an error is exactly the original prefix.
+        assert!(got.len() <= original.len());
+        assert_eq!(&got[..], &original[..got.len()]);
+        if !errored && !may_be_prefix {
+            assert_eq!(got.len(), original.len(), "damage went unnoticed");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 96,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn damaged_segments_never_panic_or_lie(
+            recs in proptest::collection::vec((any::<u32>(), "[a-z]{0,40}"), 1..60),
+            block_size in 16usize..512,
+            compress in any::<bool>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode(&recs, block_size, compress);
+            let mut flipped = bytes.clone();
+            for (i, x) in &flips {
+                let i = i.index(flipped.len());
+                flipped[i] ^= x;
+            }
+            check_damaged(&recs, flipped.clone(), false, false);
+            check_damaged(&recs, flipped, true, false);
+            let cut = cut.index(bytes.len());
+            // A cut exactly at a frame boundary is a valid shorter segment.
+            check_damaged(&recs, bytes[..cut].to_vec(), false, true);
+            check_damaged(&recs, bytes[..cut].to_vec(), true, true);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_all(bytes.clone());
+            let _ = decode_stream(bytes.clone());
+            let _ = decode_index(&bytes);
+        }
+    }
+}

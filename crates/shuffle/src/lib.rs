@@ -1,0 +1,30 @@
+//! Ember's sort-based shuffle and memory accounting.
+//!
+//! * [`memory`]: the executor-wide [`MemoryPool`] and per-task [`MemoryReservation`]s.
+//! * [`format`]: the data/index file layout, [`BlockWriter`] and the
+//!   checksum-verifying [`SegmentReader`].
+//! * [`aggregator`]: the [`Aggregator`] trait (combineByKey semantics) and [`key_hash`].
+//! * [`writer`]: the map side — [`write_plain`] and [`write_combined`], which
+//!   buffer under a memory reservation, spill sorted runs and merge them into
+//!   one data file + one index file per map task.
+//! * [`reader`]: reduce-side [`combine_by_key`], [`merge_combiners_by_key`] and
+//!   the external [`sort_by_key`].
+//! * [`error`]: the crate's [`Error`] type.
+
+pub mod aggregator;
+pub mod error;
+pub mod format;
+pub mod memory;
+pub mod reader;
+mod spill;
+pub mod writer;
+
+pub use aggregator::{key_hash, Aggregator, FnAggregator, MergeCombiners, KEY_HASH_SEED};
+pub use error::{Error, Result};
+pub use format::{
+    open_segment, read_index, read_segment, segment_range, write_index, BlockWriter, SegmentReader,
+    DEFAULT_BLOCK_SIZE, FORMAT_VERSION,
+};
+pub use memory::{MemoryPool, MemoryReservation};
+pub use reader::{combine_by_key, merge_combiners_by_key, sort_by_key, CombinedIter, SortedIter};
+pub use writer::{write_combined, write_plain, MapOutputInfo, WriteConfig};

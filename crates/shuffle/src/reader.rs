@@ -1,0 +1,446 @@
+//! Reduce-side operators over decoded shuffle records: aggregation by key
+//! ([`combine_by_key`], [`merge_combiners_by_key`]) and external sorting
+//! ([`sort_by_key`]), both spilling under memory pressure.
+//!
+//! Aggregation reuses the map side's spillable hash map and hash-ordered
+//! merge (the `spill` module) with a single partition. Sorting buffers
+//! `(K, V)` pairs, spills sorted runs, and k-way merges them with a binary
+//! heap.
+//!
+//! The returned iterators own everything they need: the spill files (deleted
+//! when the iterator is dropped), the in-memory remainder, and the memory
+//! reservation covering it (moved out of the caller's reservation with
+//! [`MemoryReservation::take`] and released on drop). Both take `spill_dir`
+//! explicitly; `cfg.spill_dir` is ignored, the other `cfg` fields apply.
+
+use std::cmp::Ordering;
+use std::collections::{hash_map, BinaryHeap};
+use std::fs::File;
+use std::hash::Hash;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aggregator::{Aggregator, MergeCombiners};
+use crate::error::{Error, Result};
+use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
+use crate::memory::{ensure_reserved, MemoryReservation};
+use crate::spill::{
+    encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator,
+    SpillEnv, SpillFile, StripFn, IO_BUFFER,
+};
+use crate::writer::WriteConfig;
+
+fn env<'a>(cfg: &'a WriteConfig, mem: &'a mut MemoryReservation, dir: &'a Path) -> SpillEnv<'a> {
+    SpillEnv {
+        mem,
+        dir,
+        block_size: cfg.block_size.clamp(1, MAX_BLOCK_LEN),
+        compress: cfg.compress,
+        chunk: cfg.memory_chunk.max(1),
+    }
+}
+
+type CombineRun<K, C> = Run<
+    std::iter::Map<std::vec::IntoIter<Entry<K, C>>, StripFn<K, C>>,
+    Counted<SegmentReader<K, C>>,
+>;
+
+enum CombinedInner<K, V, C, A> {
+    Mem(hash_map::IntoIter<K, Option<C>>),
+    Merge(HashMerge<K, V, C, A, CombineRun<K, C>>),
+}
+
+/// Iterator returned by [`combine_by_key`] / [`merge_combiners_by_key`]:
+/// each key exactly once with its final combiner. Owns its spill files and
+/// memory reservation (released on drop).
+pub struct CombinedIter<K, V, C, A> {
+    // Field order matters: readers are dropped before the files are deleted.
+    inner: CombinedInner<K, V, C, A>,
+    _spills: Vec<SpillFile>,
+    mem: MemoryReservation,
+    spill_count: u32,
+}
+
+impl<K, V, C, A> CombinedIter<K, V, C, A> {
+    /// Number of spill files written while aggregating.
+    pub fn spill_count(&self) -> u32 {
+        self.spill_count
+    }
+
+    /// Bytes of the pool held by this iterator.
+    pub fn reserved(&self) -> usize {
+        self.mem.size()
+    }
+}
+
+impl<K, V, C, A> Iterator for CombinedIter<K, V, C, A>
+where
+    K: Hash + Eq,
+    A: Aggregator<K, V, C>,
+    C: DeserializeOwned,
+    K: DeserializeOwned,
+{
+    type Item = Result<(K, C)>;
+
+    fn next(&mut self) -> Option<Result<(K, C)>> {
+        match &mut self.inner {
+            CombinedInner::Mem(it) => loop {
+                match it.next() {
+                    Some((k, Some(c))) => return Some(Ok((k, c))),
+                    Some((_, None)) => continue,
+                    None => {
+                        self.mem.free();
+                        return None;
+                    }
+                }
+            },
+            CombinedInner::Merge(m) => m.next(),
+        }
+    }
+}
+
+/// Aggregates raw values by key on the reduce side (no map-side combine):
+/// `create_combiner` / `merge_value` per value, spilling hash-sorted runs when
+/// `mem` is refused, and `merge_combiners` when merging the runs.
+///
+/// `agg` is taken by value; pass `&agg` to borrow it (the iterator then
+/// borrows it too) or an `Arc` for a `'static` iterator. The memory held by
+/// the in-memory remainder is moved from `mem` into the returned iterator.
+/// On error, spill files are deleted and `mem` is released.
+pub fn combine_by_key<K, V, C, A, I, E>(
+    records: I,
+    agg: A,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<CombinedIter<K, V, C, A>>
+where
+    K: Hash + Eq + Serialize + DeserializeOwned,
+    C: Serialize + DeserializeOwned,
+    A: Aggregator<K, V, C>,
+    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
+    E: Into<Error>,
+{
+    let res = combine_inner(records, agg, mem, spill_dir, cfg);
+    if res.is_err() {
+        mem.free();
+    }
+    res
+}
+
+fn combine_inner<K, V, C, A, I, E>(
+    records: I,
+    agg: A,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<CombinedIter<K, V, C, A>>
+where
+    K: Hash + Eq + Serialize + DeserializeOwned,
+    C: Serialize + DeserializeOwned,
+    A: Aggregator<K, V, C>,
+    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
+    E: Into<Error>,
+{
+    let single = |_: &K| 0usize;
+    let mut comb: Combiner<K, C> = Combiner::new(1);
+    {
+        let mut env = env(cfg, mem, spill_dir);
+        for rec in records {
+            let (k, v) = rec.map_err(Into::into)?;
+            comb.insert(k, v, &agg, &single, &mut env)?;
+        }
+    }
+    let spill_count = comb.spills.len() as u32;
+    if comb.spills.is_empty() {
+        return Ok(CombinedIter {
+            inner: CombinedInner::Mem(comb.into_map().into_iter()),
+            _spills: Vec::new(),
+            mem: mem.take(),
+            spill_count,
+        });
+    }
+    let entries = comb.drain_sorted(&single, true)?;
+    let spills = std::mem::take(&mut comb.spills);
+    let mut sources: Vec<CombineRun<K, C>> = Vec::with_capacity(spills.len() + 1);
+    for run in &spills {
+        sources.push(Run::Spill(Counted::new(run.reader()?, run.records[0])));
+    }
+    let strip_fn: StripFn<K, C> = strip;
+    sources.push(Run::Mem(entries.into_iter().map(strip_fn)));
+    Ok(CombinedIter {
+        inner: CombinedInner::Merge(HashMerge::new(sources, agg)),
+        _spills: spills.into_iter().map(|r| r.file).collect(),
+        mem: mem.take(),
+        spill_count,
+    })
+}
+
+/// Like [`combine_by_key`] for inputs that are already combiners (the
+/// reduce side of a shuffle combined map-side): combiners of equal keys are
+/// merged with `agg.merge_combiners`. Implemented as `combine_by_key` with
+/// the [`MergeCombiners`] adapter.
+pub fn merge_combiners_by_key<K, V, C, A, I, E>(
+    records: I,
+    agg: A,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<CombinedIter<K, C, C, MergeCombiners<A, V>>>
+where
+    K: Hash + Eq + Serialize + DeserializeOwned,
+    C: Serialize + DeserializeOwned,
+    A: Aggregator<K, V, C>,
+    I: IntoIterator<Item = std::result::Result<(K, C), E>>,
+    E: Into<Error>,
+{
+    combine_by_key(records, MergeCombiners::new(agg), mem, spill_dir, cfg)
+}
+
+// ---------------------------------------------------------------------------
+// External sort
+// ---------------------------------------------------------------------------
+
+/// A merge-heap entry; the heap is a max-heap, so the comparison is reversed
+/// for ascending order.
+struct HeapItem<K, V> {
+    key: K,
+    value: V,
+    src: usize,
+    ascending: bool,
+}
+
+impl<K: Ord, V> Ord for HeapItem<K, V> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let o = self.key.cmp(&other.key).then(self.src.cmp(&other.src));
+        if self.ascending {
+            o.reverse()
+        } else {
+            o
+        }
+    }
+}
+
+impl<K: Ord, V> PartialOrd for HeapItem<K, V> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord, V> PartialEq for HeapItem<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<K: Ord, V> Eq for HeapItem<K, V> {}
+
+type SortRun<K, V> = Run<std::vec::IntoIter<(K, V)>, Counted<SegmentReader<K, V>>>;
+
+struct SortMerge<K, V> {
+    sources: Vec<SortRun<K, V>>,
+    heap: BinaryHeap<HeapItem<K, V>>,
+    ascending: bool,
+    started: bool,
+    failed: bool,
+}
+
+impl<K: Ord + DeserializeOwned, V: DeserializeOwned> SortMerge<K, V> {
+    fn advance(&mut self, src: usize) -> Result<()> {
+        match self.sources[src].next() {
+            Some(Ok((key, value))) => {
+                self.heap.push(HeapItem {
+                    key,
+                    value,
+                    src,
+                    ascending: self.ascending,
+                });
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn next_item(&mut self) -> Result<Option<(K, V)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                self.advance(i)?;
+            }
+        }
+        let Some(item) = self.heap.pop() else {
+            return Ok(None);
+        };
+        self.advance(item.src)?;
+        Ok(Some((item.key, item.value)))
+    }
+}
+
+enum SortedInner<K, V> {
+    Mem(std::vec::IntoIter<(K, V)>),
+    Merge(SortMerge<K, V>),
+}
+
+/// Iterator returned by [`sort_by_key`]. Owns its spill files and memory
+/// reservation (released on drop).
+pub struct SortedIter<K, V> {
+    // Field order matters: readers are dropped before the files are deleted.
+    inner: SortedInner<K, V>,
+    _spills: Vec<SpillFile>,
+    mem: MemoryReservation,
+    spill_count: u32,
+}
+
+impl<K, V> SortedIter<K, V> {
+    /// Number of sorted runs spilled to disk.
+    pub fn spill_count(&self) -> u32 {
+        self.spill_count
+    }
+
+    /// Bytes of the pool held by this iterator.
+    pub fn reserved(&self) -> usize {
+        self.mem.size()
+    }
+}
+
+impl<K: Ord + DeserializeOwned, V: DeserializeOwned> Iterator for SortedIter<K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Result<(K, V)>> {
+        match &mut self.inner {
+            SortedInner::Mem(it) => {
+                let r = it.next();
+                if r.is_none() {
+                    self.mem.free();
+                }
+                r.map(Ok)
+            }
+            SortedInner::Merge(m) => {
+                if m.failed {
+                    return None;
+                }
+                match m.next_item() {
+                    Ok(Some(x)) => Some(Ok(x)),
+                    Ok(None) => {
+                        self.mem.free();
+                        None
+                    }
+                    Err(e) => {
+                        m.failed = true;
+                        Some(Err(e))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sort_buffer<K: Ord, V>(buf: &mut [(K, V)], ascending: bool) {
+    if ascending {
+        buf.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    } else {
+        buf.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    }
+}
+
+/// Sorts records by key (ascending or descending), spilling sorted runs to
+/// `spill_dir` when `mem` is refused and k-way merging them. Not stable for
+/// equal keys. Ownership of memory and spill files as for [`combine_by_key`].
+pub fn sort_by_key<K, V, I, E>(
+    records: I,
+    ascending: bool,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<SortedIter<K, V>>
+where
+    K: Ord + Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
+    E: Into<Error>,
+{
+    let res = sort_inner(records, ascending, mem, spill_dir, cfg);
+    if res.is_err() {
+        mem.free();
+    }
+    res
+}
+
+fn sort_inner<K, V, I, E>(
+    records: I,
+    ascending: bool,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<SortedIter<K, V>>
+where
+    K: Ord + Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
+    E: Into<Error>,
+{
+    let mut buf: Vec<(K, V)> = Vec::new();
+    let mut est = SizeEstimator::default();
+    let mut runs: Vec<(SpillFile, u64)> = Vec::new();
+    {
+        let env = env(cfg, mem, spill_dir);
+        for rec in records {
+            let (k, v) = rec.map_err(Into::into)?;
+            if est.should_sample() {
+                est.record(encoded_size(&(&k, &v)));
+            }
+            buf.push((k, v));
+            let needed =
+                buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * est.per_entry();
+            if !ensure_reserved(env.mem, needed, env.chunk) {
+                sort_buffer(&mut buf, ascending);
+                let (file, f) = SpillFile::create(env.dir)?;
+                let mut w = BufWriter::with_capacity(IO_BUFFER, f);
+                let mut bw = BlockWriter::new(env.block_size, env.compress);
+                for (k, v) in buf.drain(..) {
+                    bw.write_record(&k, &v, &mut w)?;
+                }
+                bw.finish_segment(&mut w)?;
+                finish_writer(w, file.path())?;
+                tracing::debug!(path = %file.path().display(), records = bw.records_written(), bytes = bw.bytes_written(), "spilled sorted run");
+                runs.push((file, bw.records_written()));
+                buf = Vec::new();
+                env.mem.free();
+            }
+        }
+    }
+    sort_buffer(&mut buf, ascending);
+    let spill_count = runs.len() as u32;
+    if runs.is_empty() {
+        return Ok(SortedIter {
+            inner: SortedInner::Mem(buf.into_iter()),
+            _spills: Vec::new(),
+            mem: mem.take(),
+            spill_count,
+        });
+    }
+    let mut sources: Vec<SortRun<K, V>> = Vec::with_capacity(runs.len() + 1);
+    for (file, count) in &runs {
+        let reader: BufReader<File> = file.open()?;
+        let seg = SegmentReader::from_reader(reader)
+            .with_label(format!("spill file {}", file.path().display()));
+        sources.push(Run::Spill(Counted::new(seg, *count)));
+    }
+    sources.push(Run::Mem(buf.into_iter()));
+    Ok(SortedIter {
+        inner: SortedInner::Merge(SortMerge {
+            heap: BinaryHeap::with_capacity(sources.len()),
+            sources,
+            ascending,
+            started: false,
+            failed: false,
+        }),
+        _spills: runs.into_iter().map(|(f, _)| f).collect(),
+        mem: mem.take(),
+        spill_count,
+    })
+}

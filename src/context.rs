@@ -1,0 +1,318 @@
+//! [`Context`]: the entry point (Spark's `SparkContext`). It owns the
+//! configuration, the driver's scheduler event loop and listener bus, the
+//! application's local directory and, in `local` mode, the in-process
+//! executor. Every action goes through [`Context::run_job`].
+
+use crate::local_backend::{LocalBackend, LoopForwarder};
+use crate::master::MasterUrl;
+use crate::progress::ConsoleProgressBar;
+use crate::rdd::Rdd;
+use ember_common::{Clock, Conf, Error, ExecutorId, RddId, Result, ShuffleId, SystemClock};
+use ember_core::codec::ShippableFn;
+use ember_core::rdd::{EmptyRdd, ParallelCollectionRdd, RangeRdd, TextFileRdd, UnionRdd};
+use ember_core::sinks::ResultSink;
+use ember_core::{BoxIter, Data, TaskContext};
+use ember_executor::{Executor, ExecutorConfig};
+use ember_scheduler::event_loop::{LoopConfig, LoopMsg};
+use ember_scheduler::{DriverHandle, JobMsg, Listener, ListenerBus};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Builds a [`Context`]: master URL, application name, `ember.*` settings.
+pub struct ContextBuilder {
+    master: Option<String>,
+    conf: Conf,
+}
+
+impl ContextBuilder {
+    pub fn master(mut self, url: &str) -> Self {
+        self.master = Some(url.to_string());
+        self
+    }
+
+    pub fn app_name(mut self, name: &str) -> Self {
+        self.conf.set("ember.app.name", name);
+        self
+    }
+
+    /// Sets any `ember.*` key (see `ember_common::KNOWN_KEYS`).
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.conf.set(key, value.to_string());
+        self
+    }
+
+    pub fn build(self) -> Result<Context> {
+        let master = self
+            .master
+            .or_else(|| std::env::var("EMBER_MASTER").ok())
+            .unwrap_or_else(|| "local[*]".to_string());
+        Context::start(&master, self.conf)
+    }
+}
+
+pub(crate) struct ContextInner {
+    conf: Conf,
+    master: MasterUrl,
+    default_parallelism: usize,
+    next_rdd_id: AtomicU64,
+    next_shuffle_id: AtomicU64,
+    driver: DriverHandle,
+    bus: Arc<ListenerBus>,
+    executor: Arc<Executor>,
+    app_dir: PathBuf,
+    max_result_size: u64,
+    scale_up_factor: usize,
+    progress: Option<ConsoleProgressBar>,
+    stopped: AtomicBool,
+}
+
+/// The handle users hold. Cheap to clone; the application stops when the last
+/// clone (including those inside RDDs) is dropped, or on [`Context::stop`].
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<ContextInner>,
+}
+
+impl Context {
+    /// A context on `master` with default settings (overlaid by `EMBER_CONF`).
+    pub fn new(master: &str) -> Result<Context> {
+        Context::builder().master(master).build()
+    }
+
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder { master: None, conf: Conf::new() }
+    }
+
+    fn start(master_url: &str, explicit: Conf) -> Result<Context> {
+        let master = MasterUrl::parse(master_url)?;
+        let mut conf = Conf::from_env()?;
+        for (k, v) in explicit.iter() {
+            conf.set(k, v);
+        }
+        let (threads, url_failures) = match &master {
+            MasterUrl::Local { threads, max_failures } => (*threads, *max_failures),
+            MasterUrl::LocalCluster { .. } => {
+                return Err(Error::MasterUrl {
+                    url: master_url.into(),
+                    reason: "local-cluster mode (executor processes) is not available in this build yet; \
+                             use local[N]"
+                        .into(),
+                })
+            }
+        };
+        let max_task_failures = match url_failures {
+            Some(f) => f,
+            None => conf.get_u64("ember.task.maxFailures")?.unwrap_or(4) as u32,
+        };
+        let default_parallelism =
+            conf.get_u64("ember.default.parallelism")?.map(|n| n as usize).unwrap_or(threads).max(1);
+        let base_dir = conf.get_string("ember.local.dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let app_dir = tempfile::Builder::new()
+            .prefix("ember-app-")
+            .tempdir_in(&base_dir)
+            .map_err(|e| Error::io(format!("cannot create a directory in ember.local.dir {}", base_dir.display()), e))?
+            .keep();
+        let bus = ListenerBus::start();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let (tx, rx) = crossbeam_channel::unbounded::<LoopMsg>();
+        let executor = Arc::new(Executor::new(
+            ExecutorConfig {
+                id: ExecutorId::from("driver"),
+                cores: threads,
+                dir: app_dir.join("executor-driver"),
+                memory_budget: conf.get_bytes("ember.memory.budget")?.unwrap_or(4 << 30) as usize,
+                compress: conf.get_bool("ember.shuffle.compress")?.unwrap_or(true),
+                block_size: conf.get_bytes("ember.shuffle.blockSize")?.unwrap_or(64 << 10) as usize,
+                block_address: String::new(),
+            },
+            Arc::new(LoopForwarder(tx.clone())),
+            None,
+        )?);
+        let (driver, loop_tx) = DriverHandle::start_with_channel(
+            LoopConfig {
+                max_task_failures,
+                max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
+            },
+            Box::new(LocalBackend { executor: executor.clone() }),
+            bus.clone(),
+            clock,
+            (tx, rx),
+        );
+        let _ = loop_tx.send(LoopMsg::ExecutorAdded { executor: ExecutorId::from("driver"), cores: threads });
+        let show_progress = conf.get_bool("ember.ui.showConsoleProgress")?.unwrap_or(true);
+        let progress = ConsoleProgressBar::start_if_terminal(show_progress, &bus);
+        Ok(Context {
+            inner: Arc::new(ContextInner {
+                max_result_size: conf.get_bytes("ember.driver.maxResultSize")?.unwrap_or(1 << 30),
+                scale_up_factor: conf.get_u64("ember.rdd.limit.scaleUpFactor")?.unwrap_or(4).max(2) as usize,
+                conf,
+                master,
+                default_parallelism,
+                next_rdd_id: AtomicU64::new(0),
+                next_shuffle_id: AtomicU64::new(0),
+                driver,
+                bus,
+                executor,
+                app_dir,
+                progress,
+                stopped: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn conf(&self) -> &Conf {
+        &self.inner.conf
+    }
+
+    pub fn master(&self) -> &MasterUrl {
+        &self.inner.master
+    }
+
+    /// Partitions used when an operation is not told how many (Spark's `defaultParallelism`).
+    pub fn default_parallelism(&self) -> usize {
+        self.inner.default_parallelism
+    }
+
+    pub(crate) fn scale_up_factor(&self) -> usize {
+        self.inner.scale_up_factor
+    }
+
+    pub(crate) fn new_rdd_id(&self) -> RddId {
+        RddId(self.inner.next_rdd_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn new_shuffle_id(&self) -> ShuffleId {
+        ShuffleId(self.inner.next_shuffle_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Distributes a local collection over `num_slices` partitions.
+    pub fn parallelize<T: Data>(&self, data: Vec<T>, num_slices: usize) -> Rdd<T> {
+        let node = ParallelCollectionRdd::new(self.new_rdd_id(), data, num_slices.max(1));
+        Rdd::from_node(self, Arc::new(node))
+    }
+
+    /// `start, start+step, ...` up to (not including) `end`, in `num_slices` partitions.
+    pub fn range(&self, start: i64, end: i64, step: i64, num_slices: usize) -> Result<Rdd<i64>> {
+        let node = RangeRdd::new(self.new_rdd_id(), start, end, step, num_slices.max(1))?;
+        Ok(Rdd::from_node(self, Arc::new(node)))
+    }
+
+    /// The lines of a text file, or of every visible file in a directory,
+    /// in at least `min_partitions` byte-range splits (Hadoop's rules).
+    pub fn text_file(&self, path: impl AsRef<Path>, min_partitions: usize) -> Result<Rdd<String>> {
+        let node = TextFileRdd::new(self.new_rdd_id(), path.as_ref(), min_partitions)?;
+        Ok(Rdd::from_node(self, Arc::new(node)))
+    }
+
+    /// An RDD with no partitions and no elements.
+    pub fn empty<T: Data>(&self) -> Rdd<T> {
+        Rdd::from_node(self, Arc::new(EmptyRdd::<T>::new(self.new_rdd_id())))
+    }
+
+    /// The partitions of all `rdds`, in order.
+    pub fn union<T: Data>(&self, rdds: &[Rdd<T>]) -> Rdd<T> {
+        let parents = rdds.iter().map(|r| r.node.clone()).collect();
+        Rdd::from_node(self, Arc::new(UnionRdd::new(self.new_rdd_id(), parents)))
+    }
+
+    /// Registers a listener for job, stage, task and executor events.
+    pub fn add_listener(&self, listener: Arc<dyn Listener>) {
+        self.inner.bus.add_listener(listener);
+    }
+
+    /// Waits until every listener event posted so far has been delivered.
+    pub fn wait_for_listeners(&self) -> bool {
+        self.inner.bus.wait_until_empty(std::time::Duration::from_secs(30))
+    }
+
+    /// Cancels every running job; each returns a cancellation error.
+    pub fn cancel_all_jobs(&self) {
+        self.inner.driver.cancel_all("cancelled by cancel_all_jobs");
+    }
+
+    pub(crate) fn unpersist_rdd(&self, rdd: RddId) {
+        self.inner.executor.env().blocks().remove_rdd(rdd.0);
+    }
+
+    /// Runs `f(state, task context, partition)` on each of `partitions` and
+    /// returns the results in partition order: the path of every action.
+    pub fn run_job<T, R, S, F>(&self, rdd: &Rdd<T>, partitions: Vec<usize>, state: S, f: F) -> Result<Vec<R>>
+    where
+        T: Data,
+        R: Serialize + DeserializeOwned + 'static,
+        S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: Fn(&S, &TaskContext, BoxIter<T>) -> Result<R> + ShippableFn,
+    {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped("cannot run a job on a stopped context".into()));
+        }
+        let n = rdd.num_partitions();
+        if let Some(bad) = partitions.iter().find(|p| **p >= n) {
+            return Err(Error::InvalidArgument(format!(
+                "Attempting to access a non-existent partition: {bad}. Total number of partitions: {n}"
+            )));
+        }
+        let sink = Arc::new(ResultSink::new(rdd.node.clone(), state, f));
+        let count = partitions.len();
+        let (job_id, rx) = self.inner.driver.submit_job(rdd.base(), sink, partitions)?;
+        let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        let mut total_bytes: u64 = 0;
+        let limit = self.inner.max_result_size;
+        loop {
+            match rx.recv() {
+                Ok(JobMsg::TaskResult { output_index, bytes }) => {
+                    total_bytes += bytes.len() as u64;
+                    if limit > 0 && total_bytes > limit {
+                        self.inner.driver.cancel_job(job_id, "result size limit exceeded");
+                        return Err(Error::JobAborted {
+                            reason: format!(
+                                "Total size of serialized results of {} tasks ({total_bytes} bytes) is bigger than \
+                                 ember.driver.maxResultSize ({limit} bytes)",
+                                results.iter().filter(|r| r.is_some()).count() + 1
+                            ),
+                        });
+                    }
+                    let value = postcard::from_bytes(&bytes)
+                        .map_err(|e| Error::Codec(format!("decoding a task result: {e}")))?;
+                    results[output_index] = Some(value);
+                }
+                Ok(JobMsg::Done(Ok(()))) => break,
+                Ok(JobMsg::Done(Err(e))) => return Err(e),
+                Err(_) => return Err(Error::Stopped("the scheduler stopped during the job".into())),
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::Stopped("a job finished with a missing result".into())))
+            .collect()
+    }
+
+    /// Stops the scheduler and executor and removes the application's files.
+    /// Running jobs fail with a "stopped" error. Idempotent.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+}
+
+impl ContextInner {
+    fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.driver.stop();
+        self.executor.stop();
+        if let Some(p) = &self.progress {
+            p.stop();
+        }
+        self.bus.stop();
+        let _ = std::fs::remove_dir_all(&self.app_dir);
+    }
+}
+
+impl Drop for ContextInner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,50 @@
+//! # Ember
+//!
+//! A distributed data engine with Apache Spark's RDD semantics, in Rust.
+//!
+//! ```no_run
+//! use ember::prelude::*;
+//!
+//! let sc = Context::new("local[*]")?;
+//! let counts = sc
+//!     .text_file("input.txt", 4)?
+//!     .flat_map(|line: String| line.split_whitespace().map(String::from).collect::<Vec<_>>())
+//!     .map(|w| (w, 1u64))
+//!     .reduce_by_key(|a, b| a + b, 4);
+//! let top = counts.top_by(10, |(w, c)| (*c, std::cmp::Reverse(w.clone())))?;
+//! # Ok::<(), ember::Error>(())
+//! ```
+//!
+//! Closures given to RDD operations must not capture variables: Ember ships
+//! them to executors as *types*. A capturing closure is a compile error:
+//!
+//! ```compile_fail
+//! use ember::prelude::*;
+//! let sc = Context::new("local")?;
+//! let offset = 10;
+//! let shifted = sc.parallelize(vec![1, 2, 3], 2).map(move |x: i32| x + offset);
+//! # Ok::<(), ember::Error>(())
+//! ```
+//!
+//! Pass such state explicitly instead — `map_with(offset, |o, x| x + o)`.
+//!
+//! See `ARCHITECTURE.md` for how a job travels through the crates.
+
+pub mod context;
+pub mod local_backend;
+pub mod master;
+pub mod progress;
+pub mod rdd;
+
+pub use context::{Context, ContextBuilder};
+pub use ember_common::{Conf, Error, Result, KNOWN_KEYS};
+pub use ember_core::partitioner::{HashPartitioner, PartitionerDesc, RangePartitioner};
+pub use ember_core::{BoxIter, Data, Key, TaskContext};
+pub use ember_scheduler::{Listener, ListenerEvent};
+pub use master::MasterUrl;
+pub use rdd::Rdd;
+
+/// Everything a typical program needs.
+pub mod prelude {
+    pub use crate::{BoxIter, Context, Data, Error, Key, Rdd, Result, TaskContext};
+}
