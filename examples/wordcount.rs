@@ -33,8 +33,26 @@ struct Args {
 /// Writes `words` words drawn from a Zipf-like distribution over a small vocabulary.
 fn write_sample(path: &std::path::Path, words: usize) -> std::io::Result<()> {
     const VOCAB: &[&str] = &[
-        "the", "ember", "spark", "rust", "data", "engine", "stage", "task", "shuffle", "executor", "driver",
-        "partition", "lineage", "closure", "memory", "disk", "network", "result", "job", "scheduler",
+        "the",
+        "ember",
+        "spark",
+        "rust",
+        "data",
+        "engine",
+        "stage",
+        "task",
+        "shuffle",
+        "executor",
+        "driver",
+        "partition",
+        "lineage",
+        "closure",
+        "memory",
+        "disk",
+        "network",
+        "result",
+        "job",
+        "scheduler",
     ];
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut x: u64 = 42;

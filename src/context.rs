@@ -44,10 +44,8 @@ impl ContextBuilder {
     }
 
     pub fn build(self) -> Result<Context> {
-        let master = self
-            .master
-            .or_else(|| std::env::var("EMBER_MASTER").ok())
-            .unwrap_or_else(|| "local[*]".to_string());
+        let master =
+            self.master.or_else(|| std::env::var("EMBER_MASTER").ok()).unwrap_or_else(|| "local[*]".to_string());
         Context::start(&master, self.conf)
     }
 }
@@ -230,6 +228,18 @@ impl Context {
     /// Cancels every running job; each returns a cancellation error.
     pub fn cancel_all_jobs(&self) {
         self.inner.driver.cancel_all("cancelled by cancel_all_jobs");
+    }
+
+    /// Bytes currently reserved in the in-process executor's memory pool
+    /// (0 when no task is running; tests use it to check nothing leaks).
+    pub fn executor_memory_used(&self) -> usize {
+        use ember_core::TaskEnv;
+        self.inner.executor.env().memory_pool().used()
+    }
+
+    /// This application's scratch directory (shuffle files live below it).
+    pub fn local_dir(&self) -> &Path {
+        &self.inner.app_dir
     }
 
     pub(crate) fn unpersist_rdd(&self, rdd: RddId) {

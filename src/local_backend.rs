@@ -5,10 +5,10 @@
 
 use crossbeam_channel::Sender;
 use ember_common::{ExecutorId, TaskId};
+use ember_core::task::TaskState;
 use ember_executor::{Executor, ExecutorBackend};
 use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
 use ember_scheduler::task_scheduler::Launch;
-use ember_core::task::TaskState;
 use std::sync::Arc;
 
 /// Forwards the executor's status updates into the driver's event loop.

@@ -34,7 +34,9 @@ impl MasterUrl {
                 [n] => Ok(MasterUrl::Local { threads: parse_count(n, url)?, max_failures: None }),
                 [n, f] => Ok(MasterUrl::Local {
                     threads: parse_count(n, url)?,
-                    max_failures: Some(f.trim().parse().ok().filter(|f| *f > 0).ok_or_else(|| bad("F must be a positive number"))?),
+                    max_failures: Some(
+                        f.trim().parse().ok().filter(|f| *f > 0).ok_or_else(|| bad("F must be a positive number"))?,
+                    ),
                 }),
                 _ => Err(bad("expected local[N] or local[N,F]")),
             };

@@ -65,11 +65,7 @@ impl Listener for ProgressState {
 
 /// Renders the bar line for the stages that have run long enough, or `None`.
 pub fn render(stages: &BTreeMap<(StageId, u32), StageProgress>, now: Instant) -> Option<String> {
-    let shown: Vec<_> = stages
-        .iter()
-        .filter(|(_, s)| now.duration_since(s.started) >= SHOW_AFTER)
-        .take(3)
-        .collect();
+    let shown: Vec<_> = stages.iter().filter(|(_, s)| now.duration_since(s.started) >= SHOW_AFTER).take(3).collect();
     if shown.is_empty() {
         return None;
     }
@@ -171,7 +167,13 @@ mod tests {
     #[test]
     fn tracks_tasks_from_events() {
         let p = ProgressState::default();
-        p.on_event(&ListenerEvent::StageSubmitted { stage_id: StageId(1), attempt: 0, name: "map".into(), num_tasks: 4, time: 0 });
+        p.on_event(&ListenerEvent::StageSubmitted {
+            stage_id: StageId(1),
+            attempt: 0,
+            name: "map".into(),
+            num_tasks: 4,
+            time: 0,
+        });
         let task = |t| ListenerEvent::TaskStart {
             task_id: ember_common::TaskId(t),
             stage_id: StageId(1),

@@ -48,34 +48,40 @@ fn top_n<T, K: Ord>(it: impl Iterator<Item = T>, n: usize, key: impl Fn(&T) -> K
 impl<T: Data> Rdd<T> {
     /// All elements, in partition order.
     pub fn collect(&self) -> Result<Vec<T>> {
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
-            Ok(it.collect::<Vec<T>>())
-        })?;
+        let parts =
+            self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
+                Ok(it.collect::<Vec<T>>())
+            })?;
         Ok(parts.into_iter().flatten().collect())
     }
 
     pub fn count(&self) -> Result<u64> {
-        let counts = self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
-            Ok(it.count() as u64)
-        })?;
+        let counts =
+            self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
+                Ok(it.count() as u64)
+            })?;
         Ok(counts.into_iter().sum())
     }
 
     /// Combines all elements with `f`; an error on an empty RDD.
     pub fn reduce<F: Fn(T, T) -> T + ShippableFn>(&self, f: F) -> Result<T> {
         let f = Func::new(f);
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
-            Ok(it.reduce(conjure::<F>()))
-        })?;
+        let parts =
+            self.ctx.run_job(self, all(self.num_partitions()), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
+                Ok(it.reduce(conjure::<F>()))
+            })?;
         parts.into_iter().flatten().reduce(f.get()).ok_or(Error::EmptyCollection)
     }
 
     /// Folds each partition from `zero`, then the partition results from `zero`.
     pub fn fold<F: Fn(T, T) -> T + ShippableFn>(&self, zero: T, f: F) -> Result<T> {
         let f = Func::new(f);
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), zero.clone(), |z: &T, _: &TaskContext, it: BoxIter<T>| {
-            Ok(it.fold(z.clone(), conjure::<F>()))
-        })?;
+        let parts = self.ctx.run_job(
+            self,
+            all(self.num_partitions()),
+            zero.clone(),
+            |z: &T, _: &TaskContext, it: BoxIter<T>| Ok(it.fold(z.clone(), conjure::<F>())),
+        )?;
         Ok(parts.into_iter().fold(zero, f.get()))
     }
 
@@ -88,9 +94,12 @@ impl<T: Data> Rdd<T> {
     {
         let _ = Func::new(seq);
         let comb = Func::new(comb);
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), zero.clone(), |z: &U, _: &TaskContext, it: BoxIter<T>| {
-            Ok(it.fold(z.clone(), conjure::<F1>()))
-        })?;
+        let parts = self.ctx.run_job(
+            self,
+            all(self.num_partitions()),
+            zero.clone(),
+            |z: &U, _: &TaskContext, it: BoxIter<T>| Ok(it.fold(z.clone(), conjure::<F1>())),
+        )?;
         Ok(parts.into_iter().fold(zero, comb.get()))
     }
 
@@ -133,18 +142,20 @@ impl<T: Data> Rdd<T> {
     /// The `n` elements with the greatest `key(element)`, greatest first.
     pub fn top_by<K: Ord, F: Fn(&T) -> K + ShippableFn>(&self, n: usize, key: F) -> Result<Vec<T>> {
         let key = Func::new(key);
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), n, |n: &usize, _: &TaskContext, it: BoxIter<T>| {
-            Ok(top_n(it, *n, conjure::<F>()))
-        })?;
+        let parts =
+            self.ctx.run_job(self, all(self.num_partitions()), n, |n: &usize, _: &TaskContext, it: BoxIter<T>| {
+                Ok(top_n(it, *n, conjure::<F>()))
+            })?;
         Ok(top_n(parts.into_iter().flatten(), n, key.get()))
     }
 
     /// The `n` elements with the smallest `key(element)`, smallest first.
     pub fn take_ordered_by<K: Ord, F: Fn(&T) -> K + ShippableFn>(&self, n: usize, key: F) -> Result<Vec<T>> {
         let key = Func::new(key);
-        let parts = self.ctx.run_job(self, all(self.num_partitions()), n, |n: &usize, _: &TaskContext, it: BoxIter<T>| {
-            Ok(top_n(it, *n, |x: &T| Reverse(conjure::<F>()(x))))
-        })?;
+        let parts =
+            self.ctx.run_job(self, all(self.num_partitions()), n, |n: &usize, _: &TaskContext, it: BoxIter<T>| {
+                Ok(top_n(it, *n, |x: &T| Reverse(conjure::<F>()(x))))
+            })?;
         let key = *key.get();
         Ok(top_n(parts.into_iter().flatten(), n, |x: &T| Reverse(key(x))))
     }
@@ -199,32 +210,40 @@ impl<T: Data + Display> Rdd<T> {
         }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let dir_str = dir.to_string_lossy().into_owned();
-        self.ctx.run_job(self, all(self.num_partitions()), dir_str, |dir: &String, ctx: &TaskContext, it: BoxIter<T>| {
-            let part = std::path::Path::new(dir).join(format!("part-{:05}", ctx.partition_id()));
-            let tmp = std::path::Path::new(dir)
-                .join(format!(".part-{:05}.attempt-{}", ctx.partition_id(), ctx.task_id().0));
-            let write = || -> std::io::Result<()> {
-                let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-                for x in it {
-                    writeln!(out, "{x}")?;
-                }
-                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                Ok(())
-            };
-            match write() {
-                Ok(()) if !ctx.should_stop() => std::fs::rename(&tmp, &part)
-                    .map_err(|e| Error::io(format!("cannot commit {}", part.display()), e)),
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&tmp);
+        self.ctx.run_job(
+            self,
+            all(self.num_partitions()),
+            dir_str,
+            |dir: &String, ctx: &TaskContext, it: BoxIter<T>| {
+                let part = std::path::Path::new(dir).join(format!("part-{:05}", ctx.partition_id()));
+                let tmp = std::path::Path::new(dir).join(format!(
+                    ".part-{:05}.attempt-{}",
+                    ctx.partition_id(),
+                    ctx.task_id().0
+                ));
+                let write = || -> std::io::Result<()> {
+                    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+                    for x in it {
+                        writeln!(out, "{x}")?;
+                    }
+                    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
                     Ok(())
+                };
+                match write() {
+                    Ok(()) if !ctx.should_stop() => std::fs::rename(&tmp, &part)
+                        .map_err(|e| Error::io(format!("cannot commit {}", part.display()), e)),
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        fail_task(ctx, format!("writing {}: {e}", part.display()));
+                        Ok(())
+                    }
                 }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    fail_task(ctx, format!("writing {}: {e}", part.display()));
-                    Ok(())
-                }
-            }
-        })?;
+            },
+        )?;
         std::fs::File::create(dir.join("_SUCCESS"))
             .map_err(|e| Error::io(format!("cannot write {}/_SUCCESS", dir.display()), e))?;
         Ok(())

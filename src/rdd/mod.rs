@@ -48,6 +48,12 @@ impl<T: Data> Rdd<T> {
         self.node.clone()
     }
 
+    /// The lineage node behind this handle (for engine-level tools and tests).
+    #[doc(hidden)]
+    pub fn node(&self) -> Arc<dyn TypedRdd<T>> {
+        self.node.clone()
+    }
+
     pub fn id(&self) -> RddId {
         self.node.id()
     }
@@ -72,7 +78,8 @@ impl<T: Data> Rdd<T> {
         S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: Fn(&S, &TaskContext, BoxIter<T>) -> BoxIter<U> + ShippableFn,
     {
-        let node = MapPartitionsRdd::new(self.ctx.new_rdd_id(), name, self.node.clone(), state, f, preserves_partitioning);
+        let node =
+            MapPartitionsRdd::new(self.ctx.new_rdd_id(), name, self.node.clone(), state, f, preserves_partitioning);
         Rdd::from_node(&self.ctx, Arc::new(node))
     }
 
@@ -177,9 +184,14 @@ impl<T: Data> Rdd<T> {
         F: Fn(&S, usize, BoxIter<T>) -> I + ShippableFn,
     {
         let _ = Func::new(f);
-        self.transform("mapPartitionsWithIndex", state, false, |s: &S, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-            Box::new(conjure::<F>()(s, ctx.partition_id(), it).into_iter())
-        })
+        self.transform(
+            "mapPartitionsWithIndex",
+            state,
+            false,
+            |s: &S, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
+                Box::new(conjure::<F>()(s, ctx.partition_id(), it).into_iter())
+            },
+        )
     }
 
     /// Each partition as one vector.
@@ -216,17 +228,23 @@ impl<T: Data> Rdd<T> {
         let n = self.num_partitions();
         let mut starts = vec![0u64; n];
         if n > 1 {
-            let counts = self.ctx.run_job(self, (0..n - 1).collect(), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
-                Ok(it.count() as u64)
-            })?;
+            let counts =
+                self.ctx.run_job(self, (0..n - 1).collect(), (), |_: &(), _: &TaskContext, it: BoxIter<T>| {
+                    Ok(it.count() as u64)
+                })?;
             for i in 1..n {
                 starts[i] = starts[i - 1] + counts[i - 1];
             }
         }
-        Ok(self.transform("zipWithIndex", starts, false, |starts: &Vec<u64>, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(T, u64)> {
-            let start = starts[ctx.partition_id()];
-            Box::new(it.enumerate().map(move |(i, x)| (x, start + i as u64)))
-        }))
+        Ok(self.transform(
+            "zipWithIndex",
+            starts,
+            false,
+            |starts: &Vec<u64>, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(T, u64)> {
+                let start = starts[ctx.partition_id()];
+                Box::new(it.enumerate().map(move |(i, x)| (x, start + i as u64)))
+            },
+        ))
     }
 
     /// Fewer partitions without a shuffle: contiguous groups of parent partitions.
@@ -239,14 +257,19 @@ impl<T: Data> Rdd<T> {
     /// round-robin from a per-partition random start (Spark's `repartition`).
     pub fn repartition(&self, partitions: usize) -> Rdd<T> {
         let n = partitions.max(1);
-        let keyed = self.transform("repartition", n, false, |n: &usize, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(usize, T)> {
-            let n = *n;
-            let mut pos = partition_rng(0x5eed, ctx.partition_id()).random_range(0..n);
-            Box::new(it.map(move |x| {
-                pos = (pos + 1) % n;
-                (pos, x)
-            }))
-        });
+        let keyed = self.transform(
+            "repartition",
+            n,
+            false,
+            |n: &usize, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(usize, T)> {
+                let n = *n;
+                let mut pos = partition_rng(0x5eed, ctx.partition_id()).random_range(0..n);
+                Box::new(it.map(move |x| {
+                    pos = (pos + 1) % n;
+                    (pos, x)
+                }))
+            },
+        );
         keyed.partition_by_with(DirectPartitioner::new(n)).values()
     }
 
@@ -259,22 +282,27 @@ impl<T: Data> Rdd<T> {
                 if with_replacement { "" } else { " and <= 1 without replacement" }
             )));
         }
-        Ok(self.transform("sample", (with_replacement, fraction, seed), true, |s: &(bool, f64, u64), ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<T> {
-            let (with_replacement, fraction, seed) = *s;
-            let mut rng = partition_rng(seed, ctx.partition_id());
-            if with_replacement {
-                if fraction == 0.0 {
-                    return Box::new(std::iter::empty());
+        Ok(self.transform(
+            "sample",
+            (with_replacement, fraction, seed),
+            true,
+            |s: &(bool, f64, u64), ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<T> {
+                let (with_replacement, fraction, seed) = *s;
+                let mut rng = partition_rng(seed, ctx.partition_id());
+                if with_replacement {
+                    if fraction == 0.0 {
+                        return Box::new(std::iter::empty());
+                    }
+                    let poisson = rand_distr::Poisson::new(fraction).expect("fraction validated");
+                    Box::new(it.flat_map(move |x| {
+                        let k = poisson.sample(&mut rng) as usize;
+                        std::iter::repeat_n(x, k)
+                    }))
+                } else {
+                    Box::new(it.filter(move |_| rng.random::<f64>() < fraction))
                 }
-                let poisson = rand_distr::Poisson::new(fraction).expect("fraction validated");
-                Box::new(it.flat_map(move |x| {
-                    let k = poisson.sample(&mut rng) as usize;
-                    std::iter::repeat_n(x, k)
-                }))
-            } else {
-                Box::new(it.filter(move |_| rng.random::<f64>() < fraction))
-            }
-        }))
+            },
+        ))
     }
 
     /// Every pair `(a, b)` with `a` from this RDD and `b` from `other`.

@@ -87,27 +87,32 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         let desc = Partitioner::<K>::desc(&partitioner);
         if self.partitioner() == Some(desc.clone()) {
             // Already partitioned by key: combine within each partition, no shuffle.
-            return self.transform("combineByKey", agg, true, |agg: &A, ctx: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<(K, C)> {
-                let env = ctx.env();
-                let cfg = env.write_config();
-                let mut mem = env.memory_pool().reservation();
-                match ember_shuffle::combine_by_key(ctx.checked(it), agg.clone(), &mut mem, &cfg.spill_dir, &cfg) {
-                    Ok(out) => {
-                        let ctx = ctx.clone();
-                        Box::new(out.map_while(move |r| match r {
-                            Ok(kv) => Some(kv),
-                            Err(e) => {
-                                super::fail_task(&ctx, e);
-                                None
-                            }
-                        }))
+            return self.transform(
+                "combineByKey",
+                agg,
+                true,
+                |agg: &A, ctx: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<(K, C)> {
+                    let env = ctx.env();
+                    let cfg = env.write_config();
+                    let mut mem = env.memory_pool().reservation();
+                    match ember_shuffle::combine_by_key(ctx.checked(it), agg.clone(), &mut mem, &cfg.spill_dir, &cfg) {
+                        Ok(out) => {
+                            let ctx = ctx.clone();
+                            Box::new(out.map_while(move |r| match r {
+                                Ok(kv) => Some(kv),
+                                Err(e) => {
+                                    super::fail_task(&ctx, e);
+                                    None
+                                }
+                            }))
+                        }
+                        Err(e) => {
+                            super::fail_task(ctx, e);
+                            Box::new(std::iter::empty())
+                        }
                     }
-                    Err(e) => {
-                        super::fail_task(ctx, e);
-                        Box::new(std::iter::empty())
-                    }
-                }
-            });
+                },
+            );
         }
         let shuffle_id = self.ctx.new_shuffle_id();
         let sink: Arc<dyn ember_core::codec::EncodableNode> = if map_side_combine {
@@ -128,7 +133,13 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     }
 
     /// Spark's `combineByKey(createCombiner, mergeValue, mergeCombiners, numPartitions)`.
-    pub fn combine_by_key<C, F1, F2, F3>(&self, create: F1, merge_value: F2, merge_combiners: F3, partitions: usize) -> Rdd<(K, C)>
+    pub fn combine_by_key<C, F1, F2, F3>(
+        &self,
+        create: F1,
+        merge_value: F2,
+        merge_combiners: F3,
+        partitions: usize,
+    ) -> Rdd<(K, C)>
     where
         C: Data,
         F1: Fn(V) -> C + ShippableFn,

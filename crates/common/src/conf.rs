@@ -22,19 +22,67 @@ pub struct ConfEntry {
 /// Every key Ember reads. The README's configuration table is generated from this.
 pub const KNOWN_KEYS: &[ConfEntry] = &[
     ConfEntry { key: "ember.app.name", default: "ember", doc: "Application name shown in logs and events." },
-    ConfEntry { key: "ember.default.parallelism", default: "(cores)", doc: "Partitions used by shuffles and parallelize when none is given; defaults to the total task slots." },
-    ConfEntry { key: "ember.task.maxFailures", default: "4", doc: "Attempts of one task before its job is aborted; `local[N,F]` sets it to F." },
-    ConfEntry { key: "ember.local.dir", default: "(system temp dir)", doc: "Directory for shuffle files and spills; a per-application subdirectory is created and removed." },
+    ConfEntry {
+        key: "ember.default.parallelism",
+        default: "(cores)",
+        doc: "Partitions used by shuffles and parallelize when none is given; defaults to the total task slots.",
+    },
+    ConfEntry {
+        key: "ember.task.maxFailures",
+        default: "4",
+        doc: "Attempts of one task before its job is aborted; `local[N,F]` sets it to F.",
+    },
+    ConfEntry {
+        key: "ember.local.dir",
+        default: "(system temp dir)",
+        doc: "Directory for shuffle files and spills; a per-application subdirectory is created and removed.",
+    },
     ConfEntry { key: "ember.shuffle.compress", default: "true", doc: "Compress shuffle blocks with lz4." },
-    ConfEntry { key: "ember.shuffle.blockSize", default: "64k", doc: "Uncompressed size of one checksummed shuffle block." },
-    ConfEntry { key: "ember.memory.budget", default: "4g", doc: "Bytes an executor may hold in shuffle and aggregation buffers before spilling to disk." },
-    ConfEntry { key: "ember.ui.showConsoleProgress", default: "true", doc: "Draw a progress bar on stderr (only when it is a terminal) for stages running longer than 500 ms." },
-    ConfEntry { key: "ember.driver.maxResultSize", default: "1g", doc: "Limit on the total size of results collected to the driver by one job; 0 = unlimited." },
-    ConfEntry { key: "ember.task.maxDirectResultSize", default: "1m", doc: "Results up to this size travel inside the task status update." },
-    ConfEntry { key: "ember.rdd.limit.scaleUpFactor", default: "4", doc: "How much `take` widens the set of scanned partitions after each round." },
-    ConfEntry { key: "ember.stage.maxConsecutiveAttempts", default: "4", doc: "Consecutive fetch-failed attempts of one stage before its job is aborted." },
-    ConfEntry { key: "ember.network.timeout", default: "120s", doc: "An executor silent for this long is declared lost." },
-    ConfEntry { key: "ember.executor.heartbeatInterval", default: "10s", doc: "How often executors report to the driver." },
+    ConfEntry {
+        key: "ember.shuffle.blockSize",
+        default: "64k",
+        doc: "Uncompressed size of one checksummed shuffle block.",
+    },
+    ConfEntry {
+        key: "ember.memory.budget",
+        default: "4g",
+        doc: "Bytes an executor may hold in shuffle and aggregation buffers before spilling to disk.",
+    },
+    ConfEntry {
+        key: "ember.ui.showConsoleProgress",
+        default: "true",
+        doc: "Draw a progress bar on stderr (only when it is a terminal) for stages running longer than 500 ms.",
+    },
+    ConfEntry {
+        key: "ember.driver.maxResultSize",
+        default: "1g",
+        doc: "Limit on the total size of results collected to the driver by one job; 0 = unlimited.",
+    },
+    ConfEntry {
+        key: "ember.task.maxDirectResultSize",
+        default: "1m",
+        doc: "Results up to this size travel inside the task status update.",
+    },
+    ConfEntry {
+        key: "ember.rdd.limit.scaleUpFactor",
+        default: "4",
+        doc: "How much `take` widens the set of scanned partitions after each round.",
+    },
+    ConfEntry {
+        key: "ember.stage.maxConsecutiveAttempts",
+        default: "4",
+        doc: "Consecutive fetch-failed attempts of one stage before its job is aborted.",
+    },
+    ConfEntry {
+        key: "ember.network.timeout",
+        default: "120s",
+        doc: "An executor silent for this long is declared lost.",
+    },
+    ConfEntry {
+        key: "ember.executor.heartbeatInterval",
+        default: "10s",
+        doc: "How often executors report to the driver.",
+    },
 ];
 
 /// A set of configuration values.
@@ -84,10 +132,7 @@ impl Conf {
         if let Some(v) = self.values.get(key) {
             return Some(v.clone());
         }
-        KNOWN_KEYS
-            .iter()
-            .find(|e| e.key == key && !e.default.starts_with('('))
-            .map(|e| e.default.to_string())
+        KNOWN_KEYS.iter().find(|e| e.key == key && !e.default.starts_with('(')).map(|e| e.default.to_string())
     }
 
     fn parse<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Option<T>> {
@@ -106,11 +151,15 @@ impl Conf {
     }
 
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
-        self.parse(key, |s| match s.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Some(true),
-            "false" | "0" | "no" => Some(false),
-            _ => None,
-        }, "a boolean")
+        self.parse(
+            key,
+            |s| match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Some(true),
+                "false" | "0" | "no" => Some(false),
+                _ => None,
+            },
+            "a boolean",
+        )
     }
 
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {

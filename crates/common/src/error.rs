@@ -24,10 +24,9 @@ impl std::fmt::Display for TaskFailure {
         match self {
             TaskFailure::Panic { message } => write!(f, "task panicked: {message}"),
             TaskFailure::Error { message } => write!(f, "{message}"),
-            TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message } => write!(
-                f,
-                "fetch failed for shuffle {shuffle_id} map {map_index} reduce {reduce_id}: {message}"
-            ),
+            TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message } => {
+                write!(f, "fetch failed for shuffle {shuffle_id} map {map_index} reduce {reduce_id}: {message}")
+            }
             TaskFailure::Killed { reason } => write!(f, "task killed: {reason}"),
         }
     }

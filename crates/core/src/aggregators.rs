@@ -29,11 +29,7 @@ where
 /// `combine_by_key(create, merge_value, merge_combiners)`.
 #[derive(Clone, Copy, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct CombineAgg<F1: ShippableFn, F2: ShippableFn, F3: ShippableFn>(
-    pub Func<F1>,
-    pub Func<F2>,
-    pub Func<F3>,
-);
+pub struct CombineAgg<F1: ShippableFn, F2: ShippableFn, F3: ShippableFn>(pub Func<F1>, pub Func<F2>, pub Func<F3>);
 
 impl<K, V, C, F1, F2, F3> Aggregator<K, V, C> for CombineAgg<F1, F2, F3>
 where

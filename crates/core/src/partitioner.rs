@@ -15,7 +15,10 @@ use std::hash::{BuildHasher, Hash};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionerDesc {
     Hash(usize),
-    Range { partitions: usize, fingerprint: [u8; 32] },
+    Range {
+        partitions: usize,
+        fingerprint: [u8; 32],
+    },
     /// Keys are partition indices already (used by `repartition`).
     Direct(usize),
 }

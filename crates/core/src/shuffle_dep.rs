@@ -154,13 +154,7 @@ where
         (self.shuffle_id, self.partitioner.clone(), self.agg.clone())
     }
     fn decode((shuffle_id, partitioner, agg): Self::Payload, parents: &[AnyNode]) -> Result<Self> {
-        Ok(CombiningShuffleWriteSink {
-            shuffle_id,
-            rdd: parent(parents, 0)?,
-            partitioner,
-            agg,
-            _c: PhantomData,
-        })
+        Ok(CombiningShuffleWriteSink { shuffle_id, rdd: parent(parents, 0)?, partitioner, agg, _c: PhantomData })
     }
     fn into_any(self) -> AnyNode {
         Arc::new(Arc::new(self) as Arc<dyn StageSink>)

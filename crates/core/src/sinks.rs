@@ -40,8 +40,7 @@ where
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
         let iter = self.rdd.compute(ctx.partition_id(), ctx)?;
         let value = (self.f.get())(&self.state, ctx, iter)?;
-        let bytes = postcard::to_allocvec(&value)
-            .map_err(|e| Error::Codec(format!("serializing task result: {e}")))?;
+        let bytes = postcard::to_allocvec(&value).map_err(|e| Error::Codec(format!("serializing task result: {e}")))?;
         Ok(TaskOutput::Result(bytes))
     }
 }

@@ -226,9 +226,7 @@ pub trait StageSink: Send + Sync {
 
 /// Unwraps a decoded stage root into its sink.
 pub fn sink_of(node: &crate::codec::AnyNode) -> Result<Arc<dyn StageSink>> {
-    node.downcast_ref::<Arc<dyn StageSink>>()
-        .cloned()
-        .ok_or_else(|| Error::Codec("stage root is not a sink".into()))
+    node.downcast_ref::<Arc<dyn StageSink>>().cloned().ok_or_else(|| Error::Codec("stage root is not a sink".into()))
 }
 
 /// The driver's instruction to run one task attempt. The stage itself travels
@@ -268,8 +266,7 @@ pub struct StagePayload {
 
 impl StagePayload {
     pub fn encode(attempt: &StageAttempt) -> Result<Self> {
-        let bytes = postcard::to_allocvec(attempt)
-            .map_err(|e| Error::Codec(format!("encoding stage attempt: {e}")))?;
+        let bytes = postcard::to_allocvec(attempt).map_err(|e| Error::Codec(format!("encoding stage attempt: {e}")))?;
         Ok(StagePayload { hash: *blake3::hash(&bytes).as_bytes(), bytes })
     }
 

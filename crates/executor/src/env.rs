@@ -12,7 +12,13 @@ use std::sync::Arc;
 
 /// Fetches shuffle segments held by *other* executors (over the network).
 pub trait RemoteFetcher: Send + Sync {
-    fn fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> Result<Vec<u8>, TaskFailure>;
+    fn fetch(
+        &self,
+        status: &MapStatus,
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    ) -> Result<Vec<u8>, TaskFailure>;
 }
 
 #[derive(Clone, Debug)]

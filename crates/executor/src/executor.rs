@@ -225,7 +225,9 @@ impl Inner {
         metrics.decode_time_ms = decode_time_ms;
         metrics.run_time_ms = run_start.elapsed().as_millis() as u64;
         let state = match outcome {
-            Err(panic) => TaskState::Failed { failure: TaskFailure::Panic { message: panic_message(&*panic) }, metrics },
+            Err(panic) => {
+                TaskState::Failed { failure: TaskFailure::Panic { message: panic_message(&*panic) }, metrics }
+            }
             Ok(result) => match (ctx.take_failure(), result) {
                 (Some(failure), _) => TaskState::Failed { failure, metrics },
                 (None, Err(e)) => TaskState::Failed { failure: TaskFailure::Error { message: e.to_string() }, metrics },

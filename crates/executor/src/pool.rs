@@ -22,14 +22,13 @@ impl TaskPool {
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             handles.push(
-                std::thread::Builder::new()
-                    .name(format!("{name}-task-{i}"))
-                    .stack_size(TASK_STACK_SIZE)
-                    .spawn(move || {
+                std::thread::Builder::new().name(format!("{name}-task-{i}")).stack_size(TASK_STACK_SIZE).spawn(
+                    move || {
                         for job in rx {
                             job();
                         }
-                    })?,
+                    },
+                )?,
             );
         }
         Ok(TaskPool { tx: Some(tx), threads: handles })

@@ -47,7 +47,6 @@ struct Stage {
 }
 
 struct ActiveJob {
-
     /// RDD partitions the job computes, by output index.
     partitions: Vec<usize>,
     finished: Vec<bool>,
@@ -115,23 +114,61 @@ pub struct TaskSetSpec {
 }
 
 pub enum DagEvent {
-    JobSubmitted { job_id: JobId, rdd: Arc<dyn RddBase>, sink: Arc<dyn EncodableNode>, partitions: Vec<usize> },
-    TaskSucceeded { stage_id: StageId, stage_attempt: u32, partition: usize, output: TaskOutput },
+    JobSubmitted {
+        job_id: JobId,
+        rdd: Arc<dyn RddBase>,
+        sink: Arc<dyn EncodableNode>,
+        partitions: Vec<usize>,
+    },
+    TaskSucceeded {
+        stage_id: StageId,
+        stage_attempt: u32,
+        partition: usize,
+        output: TaskOutput,
+    },
     /// A reducer could not read a map output.
-    FetchFailed { stage_id: StageId, stage_attempt: u32, shuffle_id: ShuffleId, map_index: usize, message: String },
+    FetchFailed {
+        stage_id: StageId,
+        stage_attempt: u32,
+        shuffle_id: ShuffleId,
+        map_index: usize,
+        message: String,
+    },
     /// A task set gave up (a task failed `maxFailures` times, or it could not be encoded).
-    TaskSetFailed { stage_id: StageId, stage_attempt: u32, reason: String },
-    JobCancelled { job_id: JobId, reason: String },
-    ExecutorLost { executor: ExecutorId },
+    TaskSetFailed {
+        stage_id: StageId,
+        stage_attempt: u32,
+        reason: String,
+    },
+    JobCancelled {
+        job_id: JobId,
+        reason: String,
+    },
+    ExecutorLost {
+        executor: ExecutorId,
+    },
 }
 
 pub enum DagAction {
     SubmitTaskSet(TaskSetSpec),
     /// Stop launching tasks of this stage attempt (and kill running ones if asked).
-    CancelTaskSet { stage_id: StageId, stage_attempt: u32, kill_running: bool },
-    TaskResult { job_id: JobId, output_index: usize, bytes: Vec<u8> },
-    JobSucceeded { job_id: JobId },
-    JobFailed { job_id: JobId, error: Error },
+    CancelTaskSet {
+        stage_id: StageId,
+        stage_attempt: u32,
+        kill_running: bool,
+    },
+    TaskResult {
+        job_id: JobId,
+        output_index: usize,
+        bytes: Vec<u8>,
+    },
+    JobSucceeded {
+        job_id: JobId,
+    },
+    JobFailed {
+        job_id: JobId,
+        error: Error,
+    },
     Event(ListenerEvent),
 }
 
@@ -204,7 +241,13 @@ impl DagScheduler {
         out
     }
 
-    fn new_stage(&mut self, rdd: Arc<dyn RddBase>, kind: StageKind, sink: Arc<dyn EncodableNode>, job: JobId) -> StageId {
+    fn new_stage(
+        &mut self,
+        rdd: Arc<dyn RddBase>,
+        kind: StageKind,
+        sink: Arc<dyn EncodableNode>,
+        job: JobId,
+    ) -> StageId {
         let id = StageId(self.next_stage_id);
         self.next_stage_id += 1;
         let parents = self.parent_stages(&rdd, job);
@@ -352,12 +395,7 @@ impl DagScheduler {
                 StageKind::ShuffleMap(dep) => self.map_outputs.missing(dep.shuffle_id()),
                 StageKind::Result { job_id } => {
                     let job = &self.jobs[job_id];
-                    job.partitions
-                        .iter()
-                        .zip(&job.finished)
-                        .filter(|(_, f)| !**f)
-                        .map(|(p, _)| *p)
-                        .collect()
+                    job.partitions.iter().zip(&job.finished).filter(|(_, f)| !**f).map(|(p, _)| *p).collect()
                 }
             };
             let inputs: Vec<ShuffleInput> = Self::direct_shuffle_deps(&stage.rdd)
@@ -459,12 +497,8 @@ impl DagScheduler {
             stage.consecutive_fetch_failures = 0;
         }
         out.push(DagAction::Event(ListenerEvent::StageCompleted { stage_id: id, attempt, failure: None, time: now }));
-        let ready: Vec<StageId> = self
-            .waiting
-            .iter()
-            .copied()
-            .filter(|w| self.missing_parents(*w).is_empty())
-            .collect();
+        let ready: Vec<StageId> =
+            self.waiting.iter().copied().filter(|w| self.missing_parents(*w).is_empty()).collect();
         for w in ready {
             self.waiting.remove(&w);
             self.submit_stage(w, now, out);

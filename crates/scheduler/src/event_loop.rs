@@ -40,11 +40,25 @@ pub enum LoopMsg {
         partitions: Vec<usize>,
         waiter: Sender<JobMsg>,
     },
-    CancelJob { job_id: JobId, reason: String },
-    CancelAll { reason: String },
-    StatusUpdate { task_id: TaskId, state: TaskState },
-    ExecutorAdded { executor: ExecutorId, cores: usize },
-    ExecutorLost { executor: ExecutorId, reason: String },
+    CancelJob {
+        job_id: JobId,
+        reason: String,
+    },
+    CancelAll {
+        reason: String,
+    },
+    StatusUpdate {
+        task_id: TaskId,
+        state: TaskState,
+    },
+    ExecutorAdded {
+        executor: ExecutorId,
+        cores: usize,
+    },
+    ExecutorLost {
+        executor: ExecutorId,
+        reason: String,
+    },
     Stop,
 }
 

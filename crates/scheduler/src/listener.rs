@@ -13,11 +13,39 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 pub enum ListenerEvent {
-    JobStart { job_id: JobId, stage_ids: Vec<StageId>, time: u64 },
-    JobEnd { job_id: JobId, succeeded: bool, error: Option<String>, time: u64 },
-    StageSubmitted { stage_id: StageId, attempt: u32, name: String, num_tasks: usize, time: u64 },
-    StageCompleted { stage_id: StageId, attempt: u32, failure: Option<String>, time: u64 },
-    TaskStart { task_id: TaskId, stage_id: StageId, stage_attempt: u32, partition: usize, attempt: u32, executor: ExecutorId, time: u64 },
+    JobStart {
+        job_id: JobId,
+        stage_ids: Vec<StageId>,
+        time: u64,
+    },
+    JobEnd {
+        job_id: JobId,
+        succeeded: bool,
+        error: Option<String>,
+        time: u64,
+    },
+    StageSubmitted {
+        stage_id: StageId,
+        attempt: u32,
+        name: String,
+        num_tasks: usize,
+        time: u64,
+    },
+    StageCompleted {
+        stage_id: StageId,
+        attempt: u32,
+        failure: Option<String>,
+        time: u64,
+    },
+    TaskStart {
+        task_id: TaskId,
+        stage_id: StageId,
+        stage_attempt: u32,
+        partition: usize,
+        attempt: u32,
+        executor: ExecutorId,
+        time: u64,
+    },
     TaskEnd {
         task_id: TaskId,
         stage_id: StageId,
@@ -30,8 +58,16 @@ pub enum ListenerEvent {
         metrics: TaskMetricsSnapshot,
         time: u64,
     },
-    ExecutorAdded { executor: ExecutorId, cores: usize, time: u64 },
-    ExecutorRemoved { executor: ExecutorId, reason: String, time: u64 },
+    ExecutorAdded {
+        executor: ExecutorId,
+        cores: usize,
+        time: u64,
+    },
+    ExecutorRemoved {
+        executor: ExecutorId,
+        reason: String,
+        time: u64,
+    },
 }
 
 /// Receives events on the bus thread.
@@ -71,12 +107,7 @@ impl ListenerBus {
                 }
             })
             .expect("spawn listener bus");
-        Arc::new(ListenerBus {
-            tx: Mutex::new(Some(tx)),
-            listeners,
-            counters,
-            thread: Mutex::new(Some(thread)),
-        })
+        Arc::new(ListenerBus { tx: Mutex::new(Some(tx)), listeners, counters, thread: Mutex::new(Some(thread)) })
     }
 
     pub fn add_listener(&self, l: Arc<dyn Listener>) {

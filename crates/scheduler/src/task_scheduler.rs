@@ -63,9 +63,15 @@ pub struct Launch {
 pub enum TsOutput {
     Dag(DagEvent),
     Event(ListenerEvent),
-    Kill { executor: ExecutorId, task_id: TaskId },
+    Kill {
+        executor: ExecutorId,
+        task_id: TaskId,
+    },
     /// The executor may drop its cached copy of a finished stage attempt.
-    Release { executor: ExecutorId, payload_hash: [u8; 32] },
+    Release {
+        executor: ExecutorId,
+        payload_hash: [u8; 32],
+    },
 }
 
 pub struct TaskScheduler {
@@ -134,8 +140,7 @@ impl TaskScheduler {
                 if self.executors[exec].free == 0 {
                     continue;
                 }
-                let Some((_, tsm)) = self.sets.iter_mut().find(|(_, t)| !t.zombie && !t.pending.is_empty())
-                else {
+                let Some((_, tsm)) = self.sets.iter_mut().find(|(_, t)| !t.zombie && !t.pending.is_empty()) else {
                     return (launches, events);
                 };
                 let index = tsm.pending.pop_front().expect("non-empty");
@@ -146,11 +151,8 @@ impl TaskScheduler {
                 self.next_task_id += 1;
                 let slots = self.executors.get_mut(exec).expect("executor");
                 slots.free -= 1;
-                let payload = if slots.payloads.insert(tsm.set.payload.hash) {
-                    Some(tsm.set.payload.clone())
-                } else {
-                    None
-                };
+                let payload =
+                    if slots.payloads.insert(tsm.set.payload.hash) { Some(tsm.set.payload.clone()) } else { None };
                 let task = TaskDescription {
                     task_id,
                     stage_id: tsm.set.stage_id,
@@ -283,9 +285,10 @@ impl TaskScheduler {
 
     /// Drops a set once it launches nothing more and has nothing running.
     fn gc_set(&mut self, key: (JobId, StageId, u32)) -> Vec<TsOutput> {
-        let done = self.sets.get(&key).is_some_and(|t| {
-            t.running == 0 && (t.zombie || t.num_succeeded == t.set.partitions.len())
-        });
+        let done = self
+            .sets
+            .get(&key)
+            .is_some_and(|t| t.running == 0 && (t.zombie || t.num_succeeded == t.set.partitions.len()));
         let mut out = Vec::new();
         if done {
             let tsm = self.sets.remove(&key).expect("present");
@@ -303,8 +306,7 @@ impl TaskScheduler {
     /// An executor is gone: its running tasks fail (and are retried elsewhere).
     pub fn remove_executor(&mut self, executor: &ExecutorId, reason: &str, now: u64) -> Vec<TsOutput> {
         self.executors.remove(executor);
-        let lost: Vec<TaskId> =
-            self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, _)| *t).collect();
+        let lost: Vec<TaskId> = self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, _)| *t).collect();
         let mut out = Vec::new();
         for t in lost {
             out.extend(self.status_update(

@@ -84,11 +84,7 @@ pub struct FnAggregator<F1, F2, F3> {
 impl<F1, F2, F3> FnAggregator<F1, F2, F3> {
     /// Builds an aggregator from `create_combiner`, `merge_value` and `merge_combiners`.
     pub fn new(create_combiner: F1, merge_value: F2, merge_combiners: F3) -> Self {
-        FnAggregator {
-            create: create_combiner,
-            merge_value,
-            merge_combiners,
-        }
+        FnAggregator { create: create_combiner, merge_value, merge_combiners }
     }
 }
 
@@ -122,10 +118,7 @@ pub struct MergeCombiners<A, V> {
 impl<A, V> MergeCombiners<A, V> {
     /// Wraps `inner`.
     pub fn new(inner: A) -> Self {
-        MergeCombiners {
-            inner,
-            _v: PhantomData,
-        }
+        MergeCombiners { inner, _v: PhantomData }
     }
 
     /// The wrapped aggregator.
@@ -162,11 +155,7 @@ mod tests {
 
     #[test]
     fn adapters_delegate() {
-        let sum = FnAggregator::new(
-            |v: u32| v as u64,
-            |c: u64, v: u32| c + v as u64,
-            |a, b| a + b,
-        );
+        let sum = FnAggregator::new(|v: u32| v as u64, |c: u64, v: u32| c + v as u64, |a, b| a + b);
         let by_ref = &sum;
         assert_eq!(Aggregator::<u8, u32, u64>::merge_value(&by_ref, 1, 2), 3);
         let arc = Arc::new(sum);

@@ -44,10 +44,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Builds an [`Error::Io`] with a context message.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// Builds an [`Error::Corrupt`].
@@ -74,8 +71,5 @@ impl From<Infallible> for Error {
 
 /// Returns a closure mapping an `io::Error` to [`Error::Io`] with the given context.
 pub(crate) fn io_ctx<C: Into<String>>(context: C) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Io {
-        context: context.into(),
-        source,
-    }
+    move |source| Error::Io { context: context.into(), source }
 }

@@ -115,11 +115,7 @@ where
 }
 
 /// Computes the frame header and the stored bytes for one block of record bytes.
-fn prepare_frame<'a>(
-    raw: &'a [u8],
-    compress: bool,
-    scratch: &'a mut Vec<u8>,
-) -> ([u8; FRAME_HEADER_LEN], &'a [u8]) {
+fn prepare_frame<'a>(raw: &'a [u8], compress: bool, scratch: &'a mut Vec<u8>) -> ([u8; FRAME_HEADER_LEN], &'a [u8]) {
     debug_assert!(!raw.is_empty() && raw.len() <= MAX_BLOCK_LEN);
     let mut codec = CODEC_RAW;
     let mut stored: &[u8] = raw;
@@ -226,8 +222,8 @@ impl BlockWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let n = write_frame(&self.buf, self.compress, &mut self.scratch, out)
-            .map_err(io_ctx("writing a shuffle block"))?;
+        let n =
+            write_frame(&self.buf, self.compress, &mut self.scratch, out).map_err(io_ctx("writing a shuffle block"))?;
         self.bytes_written += n;
         self.segment_bytes += n;
         self.buf.clear();
@@ -264,10 +260,7 @@ impl BlockWriter {
 /// Encodes an index for the given partition lengths.
 pub fn encode_index(partition_lengths: &[u64]) -> Result<Vec<u8>> {
     let n = u32::try_from(partition_lengths.len()).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{} partitions exceed the format's u32 limit",
-            partition_lengths.len()
-        ))
+        Error::InvalidArgument(format!("{} partitions exceed the format's u32 limit", partition_lengths.len()))
     })?;
     let mut out = Vec::with_capacity(12 + 8 * (partition_lengths.len() + 1) + 4);
     out.extend_from_slice(&INDEX_MAGIC);
@@ -276,9 +269,7 @@ pub fn encode_index(partition_lengths: &[u64]) -> Result<Vec<u8>> {
     let mut off = 0u64;
     out.extend_from_slice(&off.to_le_bytes());
     for &len in partition_lengths {
-        off = off
-            .checked_add(len)
-            .ok_or_else(|| Error::InvalidArgument("partition lengths overflow u64".into()))?;
+        off = off.checked_add(len).ok_or_else(|| Error::InvalidArgument("partition lengths overflow u64".into()))?;
         out.extend_from_slice(&off.to_le_bytes());
     }
     let crc = crc32fast::hash(&out);
@@ -300,22 +291,14 @@ fn index_len(n: u32) -> u64 {
 /// Decodes and validates index bytes, returning the `num_partitions + 1` offsets.
 pub fn decode_index(bytes: &[u8]) -> Result<Vec<u64>> {
     if bytes.len() < 24 {
-        return Err(Error::corrupt(format!(
-            "index is {} bytes, shorter than the minimum 24",
-            bytes.len()
-        )));
+        return Err(Error::corrupt(format!("index is {} bytes, shorter than the minimum 24", bytes.len())));
     }
     if bytes[0..4] != INDEX_MAGIC {
-        return Err(Error::corrupt(format!(
-            "index has bad magic {:02x?}",
-            &bytes[0..4]
-        )));
+        return Err(Error::corrupt(format!("index has bad magic {:02x?}", &bytes[0..4])));
     }
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(Error::corrupt(format!(
-            "index has unsupported version {version} (expected {FORMAT_VERSION})"
-        )));
+        return Err(Error::corrupt(format!("index has unsupported version {version} (expected {FORMAT_VERSION})")));
     }
     let n = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if bytes.len() as u64 != index_len(n) {
@@ -329,24 +312,15 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<u64>> {
     let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
     let crc = crc32fast::hash(body);
     if crc != stored_crc {
-        return Err(Error::corrupt(format!(
-            "index crc mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
-        )));
+        return Err(Error::corrupt(format!("index crc mismatch (stored {stored_crc:#010x}, computed {crc:#010x})")));
     }
-    let offsets: Vec<u64> = body[12..]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
+    let offsets: Vec<u64> =
+        body[12..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
     if offsets[0] != 0 {
-        return Err(Error::corrupt(format!(
-            "index offsets start at {}, not 0",
-            offsets[0]
-        )));
+        return Err(Error::corrupt(format!("index offsets start at {}, not 0", offsets[0])));
     }
     if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
-        return Err(Error::corrupt(format!(
-            "index offsets decrease at partition {i}"
-        )));
+        return Err(Error::corrupt(format!("index offsets decrease at partition {i}")));
     }
     Ok(offsets)
 }
@@ -392,21 +366,15 @@ pub fn segment_range(offsets: &[u64], reduce_id: usize) -> Result<(u64, u64)> {
         )));
     }
     let (start, end) = (offsets[reduce_id], offsets[reduce_id + 1]);
-    let len = end.checked_sub(start).ok_or_else(|| {
-        Error::corrupt(format!(
-            "index offsets decrease at partition {reduce_id} ({start} > {end})"
-        ))
-    })?;
+    let len = end
+        .checked_sub(start)
+        .ok_or_else(|| Error::corrupt(format!("index offsets decrease at partition {reduce_id} ({start} > {end})")))?;
     Ok((start, len))
 }
 
 /// Reads the raw bytes of partition `reduce_id`'s segment (no decoding). The
 /// data file's length is checked against the index first.
-pub fn read_segment(
-    data_path: impl AsRef<Path>,
-    index_path: impl AsRef<Path>,
-    reduce_id: usize,
-) -> Result<Vec<u8>> {
+pub fn read_segment(data_path: impl AsRef<Path>, index_path: impl AsRef<Path>, reduce_id: usize) -> Result<Vec<u8>> {
     let data_path = data_path.as_ref();
     let offsets = read_index(index_path)?;
     let (start, len) = segment_range(&offsets, reduce_id)?;
@@ -420,8 +388,8 @@ pub fn read_segment(
             data_path.display()
         )));
     }
-    let len = usize::try_from(len)
-        .map_err(|_| Error::corrupt(format!("segment of {len} bytes does not fit in memory")))?;
+    let len =
+        usize::try_from(len).map_err(|_| Error::corrupt(format!("segment of {len} bytes does not fit in memory")))?;
     let mut buf = vec![0u8; len];
     if len > 0 {
         file.seek(SeekFrom::Start(start)).map_err(io_ctx(ctx()))?;
@@ -453,10 +421,8 @@ pub fn open_segment<K, V>(
     }
     file.seek(SeekFrom::Start(start)).map_err(io_ctx(ctx()))?;
     let reader = io::BufReader::with_capacity(DEFAULT_BLOCK_SIZE * 2, file).take(len);
-    Ok(SegmentReader::from_reader(reader).with_label(format!(
-        "data file {} partition {reduce_id}",
-        data_path.display()
-    )))
+    Ok(SegmentReader::from_reader(reader)
+        .with_label(format!("data file {} partition {reduce_id}", data_path.display())))
 }
 
 // ---------------------------------------------------------------------------
@@ -472,12 +438,7 @@ struct FrameHeader {
 
 fn parse_header(h: &[u8; FRAME_HEADER_LEN]) -> FrameHeader {
     let u = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    FrameHeader {
-        uncompressed_len: u(0) as usize,
-        stored_len: u(4) as usize,
-        crc: u(8),
-        codec: h[12],
-    }
+    FrameHeader { uncompressed_len: u(0) as usize, stored_len: u(4) as usize, crc: u(8), codec: h[12] }
 }
 
 /// Where an error happened, for messages.
@@ -488,10 +449,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn corrupt(&self, msg: impl std::fmt::Display) -> Error {
-        Error::corrupt(format!(
-            "{}: block at offset {}: {msg}",
-            self.label, self.offset
-        ))
+        Error::corrupt(format!("{}: block at offset {}: {msg}", self.label, self.offset))
     }
 }
 
@@ -511,10 +469,9 @@ fn check_header(h: &FrameHeader, available: Option<usize>, ctx: &Ctx<'_>) -> Res
     }
     if let Some(avail) = available {
         if h.stored_len > avail {
-            return Err(ctx.corrupt(format_args!(
-                "truncated: block claims {} stored bytes, only {avail} remain",
-                h.stored_len
-            )));
+            return Err(
+                ctx.corrupt(format_args!("truncated: block claims {} stored bytes, only {avail} remain", h.stored_len))
+            );
         }
     }
     if h.codec == CODEC_RAW && h.stored_len != h.uncompressed_len {
@@ -524,8 +481,7 @@ fn check_header(h: &FrameHeader, available: Option<usize>, ctx: &Ctx<'_>) -> Res
         )));
     }
     if h.codec == CODEC_LZ4
-        && (h.stored_len >= h.uncompressed_len
-            || h.uncompressed_len as u64 > h.stored_len as u64 * MAX_LZ4_RATIO + 64)
+        && (h.stored_len >= h.uncompressed_len || h.uncompressed_len as u64 > h.stored_len as u64 * MAX_LZ4_RATIO + 64)
     {
         return Err(ctx.corrupt(format_args!(
             "implausible lz4 block lengths (stored {}, uncompressed {})",
@@ -538,9 +494,7 @@ fn check_header(h: &FrameHeader, available: Option<usize>, ctx: &Ctx<'_>) -> Res
 fn check_crc(stored: &[u8], expected: u32, ctx: &Ctx<'_>) -> Result<()> {
     let crc = crc32fast::hash(stored);
     if crc != expected {
-        return Err(ctx.corrupt(format_args!(
-            "crc mismatch (stored {expected:#010x}, computed {crc:#010x})"
-        )));
+        return Err(ctx.corrupt(format_args!("crc mismatch (stored {expected:#010x}, computed {crc:#010x})")));
     }
     Ok(())
 }
@@ -550,9 +504,7 @@ fn decompress_block(stored: &[u8], ulen: usize, out: &mut Vec<u8>, ctx: &Ctx<'_>
     out.resize(ulen, 0);
     match lz4_flex::block::decompress_into(stored, out) {
         Ok(n) if n == ulen => Ok(()),
-        Ok(n) => Err(ctx.corrupt(format_args!(
-            "lz4 block decompressed to {n} bytes, header says {ulen}"
-        ))),
+        Ok(n) => Err(ctx.corrupt(format_args!("lz4 block decompressed to {n} bytes, header says {ulen}"))),
         Err(e) => Err(ctx.corrupt(format_args!("bad lz4 stream: {e}"))),
     }
 }
@@ -606,10 +558,7 @@ pub struct SegmentReader<K, V> {
 impl<K, V> SegmentReader<K, V> {
     /// Reads records from raw segment bytes (e.g. from [`read_segment`] or the network).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self::with_source(Source::Bytes {
-            data: bytes,
-            pos: 0,
-        })
+        Self::with_source(Source::Bytes { data: bytes, pos: 0 })
     }
 
     /// Reads records from a stream positioned at a block boundary, until its
@@ -644,10 +593,7 @@ impl<K, V> SegmentReader<K, V> {
     /// Loads the next block. Returns `Ok(false)` at a clean end of input.
     fn load_block(&mut self) -> Result<bool> {
         self.block_offset = self.next_frame;
-        let ctx = Ctx {
-            label: &self.label,
-            offset: self.block_offset,
-        };
+        let ctx = Ctx { label: &self.label, offset: self.block_offset };
         let h = match &mut self.src {
             Source::Bytes { data, pos } => {
                 let remaining = data.len() - *pos;
@@ -655,9 +601,7 @@ impl<K, V> SegmentReader<K, V> {
                     return Ok(false);
                 }
                 if remaining < FRAME_HEADER_LEN {
-                    return Err(
-                        ctx.corrupt(format_args!("truncated frame header ({remaining} bytes)"))
-                    );
+                    return Err(ctx.corrupt(format_args!("truncated frame header ({remaining} bytes)")));
                 }
                 let mut hdr = [0u8; FRAME_HEADER_LEN];
                 hdr.copy_from_slice(&data[*pos..*pos + FRAME_HEADER_LEN]);
@@ -679,8 +623,7 @@ impl<K, V> SegmentReader<K, V> {
             }
             Source::Reader(r) => {
                 let mut hdr = [0u8; FRAME_HEADER_LEN];
-                let n = read_full(r.as_mut(), &mut hdr)
-                    .map_err(io_ctx(format!("reading {}", ctx.label)))?;
+                let n = read_full(r.as_mut(), &mut hdr).map_err(io_ctx(format!("reading {}", ctx.label)))?;
                 if n == 0 {
                     return Ok(false);
                 }
@@ -751,10 +694,7 @@ impl<K: DeserializeOwned, V: DeserializeOwned> Iterator for SegmentReader<K, V> 
                     }
                     Err(e) => e.to_string(),
                 };
-                let ctx = Ctx {
-                    label: &self.label,
-                    offset: self.block_offset,
-                };
+                let ctx = Ctx { label: &self.label, offset: self.block_offset };
                 let err = ctx.corrupt(format_args!("undecodable record at byte {rel}: {err}"));
                 return self.fail(err);
             }
@@ -781,9 +721,7 @@ mod tests {
     type Rec = (u32, String);
 
     fn sample_records(n: usize) -> Vec<Rec> {
-        (0..n as u32)
-            .map(|i| (i, format!("value-{}-{}", i, "x".repeat((i % 13) as usize))))
-            .collect()
+        (0..n as u32).map(|i| (i, format!("value-{}-{}", i, "x".repeat((i % 13) as usize)))).collect()
     }
 
     fn encode(records: &[Rec], block_size: usize, compress: bool) -> Vec<u8> {
@@ -820,15 +758,9 @@ mod tests {
 
     fn assert_corrupt(bytes: Vec<u8>) {
         let a = decode_all(bytes.clone());
-        assert!(
-            matches!(a, Err(Error::Corrupt { .. })),
-            "bytes source: {a:?}"
-        );
+        assert!(matches!(a, Err(Error::Corrupt { .. })), "bytes source: {a:?}");
         let b = decode_stream(bytes);
-        assert!(
-            matches!(b, Err(Error::Corrupt { .. })),
-            "stream source: {b:?}"
-        );
+        assert!(matches!(b, Err(Error::Corrupt { .. })), "stream source: {b:?}");
     }
 
     #[test]
@@ -860,11 +792,7 @@ mod tests {
 
     #[test]
     fn record_larger_than_block_gets_its_own_block() {
-        let recs = vec![
-            (1, "a".repeat(10_000)),
-            (2, "b".into()),
-            (3, "c".repeat(5000)),
-        ];
+        let recs = vec![(1, "a".repeat(10_000)), (2, "b".into()), (3, "c".repeat(5000))];
         let bytes = encode(&recs, 16, true);
         assert_eq!(decode_all(bytes).unwrap(), recs);
     }
@@ -883,10 +811,7 @@ mod tests {
     fn zero_sized_records_are_rejected() {
         let mut bw = BlockWriter::new(64, false);
         let mut out = Vec::new();
-        assert!(matches!(
-            bw.write_record(&(), &(), &mut out),
-            Err(Error::Serialization(_))
-        ));
+        assert!(matches!(bw.write_record(&(), &(), &mut out), Err(Error::Serialization(_))));
         assert_eq!(bw.buffered_bytes(), 0);
     }
 
@@ -1004,30 +929,15 @@ mod tests {
         std::fs::write(&data, &all).unwrap();
         write_index(&idx, &[seg0.len() as u64, 0, seg2.len() as u64]).unwrap();
         let offsets = read_index(&idx).unwrap();
-        assert_eq!(
-            offsets,
-            vec![0, seg0.len() as u64, seg0.len() as u64, all.len() as u64]
-        );
+        assert_eq!(offsets, vec![0, seg0.len() as u64, seg0.len() as u64, all.len() as u64]);
         assert_eq!(read_segment(&data, &idx, 0).unwrap(), seg0);
         assert!(read_segment(&data, &idx, 1).unwrap().is_empty());
         assert_eq!(read_segment(&data, &idx, 2).unwrap(), seg2);
-        let streamed: Vec<Rec> = open_segment(&data, &idx, 2)
-            .unwrap()
-            .collect::<Result<_>>()
-            .unwrap();
+        let streamed: Vec<Rec> = open_segment(&data, &idx, 2).unwrap().collect::<Result<_>>().unwrap();
         assert_eq!(&streamed[..], &recs[10..]);
-        assert_eq!(
-            open_segment::<u32, String>(&data, &idx, 1).unwrap().count(),
-            0
-        );
-        assert!(matches!(
-            read_segment(&data, &idx, 3),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert_eq!(
-            segment_range(&offsets, 2).unwrap(),
-            (seg0.len() as u64, seg2.len() as u64)
-        );
+        assert_eq!(open_segment::<u32, String>(&data, &idx, 1).unwrap().count(), 0);
+        assert!(matches!(read_segment(&data, &idx, 3), Err(Error::InvalidArgument(_))));
+        assert_eq!(segment_range(&offsets, 2).unwrap(), (seg0.len() as u64, seg2.len() as u64));
         assert!(segment_range(&[0, 10, 5], 1).unwrap_err().is_corrupt());
         assert!(segment_range(&[], 0).is_err());
 
@@ -1056,10 +966,7 @@ mod tests {
         // Data file length disagreeing with the index.
         std::fs::write(&idx, &good).unwrap();
         std::fs::write(&data, &all[..all.len() - 1]).unwrap();
-        assert!(matches!(
-            read_segment(&data, &idx, 0),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(read_segment(&data, &idx, 0), Err(Error::Corrupt { .. })));
     }
 
     fn check_damaged(original: &[Rec], damaged: Vec<u8>, stream: bool, may_be_prefix: bool) {

@@ -22,8 +22,8 @@ pub mod writer;
 pub use aggregator::{key_hash, Aggregator, FnAggregator, MergeCombiners, KEY_HASH_SEED};
 pub use error::{Error, Result};
 pub use format::{
-    open_segment, read_index, read_segment, segment_range, write_index, BlockWriter, SegmentReader,
-    DEFAULT_BLOCK_SIZE, FORMAT_VERSION,
+    open_segment, read_index, read_segment, segment_range, write_index, BlockWriter, SegmentReader, DEFAULT_BLOCK_SIZE,
+    FORMAT_VERSION,
 };
 pub use memory::{MemoryPool, MemoryReservation};
 pub use reader::{combine_by_key, merge_combiners_by_key, sort_by_key, CombinedIter, SortedIter};

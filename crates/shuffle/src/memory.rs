@@ -21,10 +21,7 @@ pub struct MemoryPool {
 impl MemoryPool {
     /// Creates a pool that hands out at most `limit_bytes` bytes in total.
     pub fn new(limit_bytes: usize) -> Arc<MemoryPool> {
-        Arc::new(MemoryPool {
-            limit: limit_bytes,
-            used: AtomicUsize::new(0),
-        })
+        Arc::new(MemoryPool { limit: limit_bytes, used: AtomicUsize::new(0) })
     }
 
     /// Bytes currently held by all reservations.
@@ -44,10 +41,7 @@ impl MemoryPool {
 
     /// Creates a new, empty (0 bytes) reservation against this pool.
     pub fn reservation(self: &Arc<Self>) -> MemoryReservation {
-        MemoryReservation {
-            pool: Arc::clone(self),
-            size: 0,
-        }
+        MemoryReservation { pool: Arc::clone(self), size: 0 }
     }
 
     fn try_acquire(&self, bytes: usize) -> bool {
@@ -59,10 +53,7 @@ impl MemoryPool {
             if next > self.limit {
                 return false;
             }
-            match self
-                .used
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
@@ -78,10 +69,7 @@ impl MemoryPool {
 
 impl fmt::Debug for MemoryPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryPool")
-            .field("limit", &self.limit)
-            .field("used", &self.used())
-            .finish()
+        f.debug_struct("MemoryPool").field("limit", &self.limit).field("used", &self.used()).finish()
     }
 }
 
@@ -133,10 +121,7 @@ impl MemoryReservation {
     /// at 0). Used to hand accounted memory to a returned iterator.
     pub fn take(&mut self) -> MemoryReservation {
         let size = std::mem::take(&mut self.size);
-        MemoryReservation {
-            pool: Arc::clone(&self.pool),
-            size,
-        }
+        MemoryReservation { pool: Arc::clone(&self.pool), size }
     }
 }
 
@@ -148,9 +133,7 @@ impl Drop for MemoryReservation {
 
 impl fmt::Debug for MemoryReservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryReservation")
-            .field("size", &self.size)
-            .finish()
+        f.debug_struct("MemoryReservation").field("size", &self.size).finish()
     }
 }
 

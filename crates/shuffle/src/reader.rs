@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::spill::{
-    encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator,
-    SpillEnv, SpillFile, StripFn, IO_BUFFER,
+    encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator, SpillEnv, SpillFile,
+    StripFn, IO_BUFFER,
 };
 use crate::writer::WriteConfig;
 
@@ -43,10 +43,8 @@ fn env<'a>(cfg: &'a WriteConfig, mem: &'a mut MemoryReservation, dir: &'a Path) 
     }
 }
 
-type CombineRun<K, C> = Run<
-    std::iter::Map<std::vec::IntoIter<Entry<K, C>>, StripFn<K, C>>,
-    Counted<SegmentReader<K, C>>,
->;
+type CombineRun<K, C> =
+    Run<std::iter::Map<std::vec::IntoIter<Entry<K, C>>, StripFn<K, C>>, Counted<SegmentReader<K, C>>>;
 
 enum CombinedInner<K, V, C, A> {
     Mem(hash_map::IntoIter<K, Option<C>>),
@@ -252,12 +250,7 @@ impl<K: Ord + DeserializeOwned, V: DeserializeOwned> SortMerge<K, V> {
     fn advance(&mut self, src: usize) -> Result<()> {
         match self.sources[src].next() {
             Some(Ok((key, value))) => {
-                self.heap.push(HeapItem {
-                    key,
-                    value,
-                    src,
-                    ascending: self.ascending,
-                });
+                self.heap.push(HeapItem { key, value, src, ascending: self.ascending });
                 Ok(())
             }
             Some(Err(e)) => Err(e),
@@ -394,8 +387,7 @@ where
                 est.record(encoded_size(&(&k, &v)));
             }
             buf.push((k, v));
-            let needed =
-                buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * est.per_entry();
+            let needed = buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * est.per_entry();
             if !ensure_reserved(env.mem, needed, env.chunk) {
                 sort_buffer(&mut buf, ascending);
                 let (file, f) = SpillFile::create(env.dir)?;
@@ -426,8 +418,7 @@ where
     let mut sources: Vec<SortRun<K, V>> = Vec::with_capacity(runs.len() + 1);
     for (file, count) in &runs {
         let reader: BufReader<File> = file.open()?;
-        let seg = SegmentReader::from_reader(reader)
-            .with_label(format!("spill file {}", file.path().display()));
+        let seg = SegmentReader::from_reader(reader).with_label(format!("spill file {}", file.path().display()));
         sources.push(Run::Spill(Counted::new(seg, *count)));
     }
     sources.push(Run::Mem(buf.into_iter()));

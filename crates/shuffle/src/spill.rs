@@ -37,10 +37,8 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn unique_suffix() -> String {
     let n = FILE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{n}-{nanos:08x}", std::process::id())
 }
 
@@ -53,21 +51,13 @@ pub(crate) struct SpillFile {
 impl SpillFile {
     /// Creates a new, uniquely named, empty spill file in `dir` (created if missing).
     pub(crate) fn create(dir: &Path) -> Result<(SpillFile, File)> {
-        fs::create_dir_all(dir).map_err(io_ctx(format!(
-            "creating spill directory {}",
-            dir.display()
-        )))?;
+        fs::create_dir_all(dir).map_err(io_ctx(format!("creating spill directory {}", dir.display())))?;
         loop {
             let path = dir.join(format!("ember-spill-{}.tmp", unique_suffix()));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((SpillFile { path }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("creating spill file {}", path.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::io(format!("creating spill file {}", path.display()), e)),
             }
         }
     }
@@ -78,10 +68,7 @@ impl SpillFile {
 
     /// Opens the file for buffered sequential reading.
     pub(crate) fn open(&self) -> Result<BufReader<File>> {
-        let f = File::open(&self.path).map_err(io_ctx(format!(
-            "opening spill file {}",
-            self.path.display()
-        )))?;
+        let f = File::open(&self.path).map_err(io_ctx(format!("opening spill file {}", self.path.display())))?;
         Ok(BufReader::with_capacity(IO_BUFFER, f))
     }
 }
@@ -107,10 +94,7 @@ pub(crate) struct TempOutput {
 
 impl TempOutput {
     pub(crate) fn create(target: &Path) -> Result<(TempOutput, File)> {
-        let mut name = target
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
+        let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(format!(".tmp-{}", unique_suffix()));
         let tmp = target.with_file_name(name);
         let file = OpenOptions::new()
@@ -118,14 +102,7 @@ impl TempOutput {
             .create_new(true)
             .open(&tmp)
             .map_err(io_ctx(format!("creating {}", tmp.display())))?;
-        Ok((
-            TempOutput {
-                tmp,
-                target: target.to_path_buf(),
-                committed: false,
-            },
-            file,
-        ))
+        Ok((TempOutput { tmp, target: target.to_path_buf(), committed: false }, file))
     }
 
     /// Atomically renames the temporary file to its final name.
@@ -150,8 +127,7 @@ impl Drop for TempOutput {
 
 /// Finishes a buffered file writer, surfacing flush errors.
 pub(crate) fn finish_writer(w: BufWriter<File>, what: &Path) -> Result<File> {
-    w.into_inner()
-        .map_err(|e| Error::io(format!("flushing {}", what.display()), e.into_error()))
+    w.into_inner().map_err(|e| Error::io(format!("flushing {}", what.display()), e.into_error()))
 }
 
 /// Cheap running estimate of the heap bytes owned by buffered entries,
@@ -193,8 +169,7 @@ impl SizeEstimator {
 
 /// Encoded size of a value, for sampling (0 if it does not serialize).
 pub(crate) fn encoded_size<T: Serialize + ?Sized>(v: &T) -> usize {
-    postcard::serialize_with_flavor::<T, _, usize>(v, postcard::ser_flavors::Size::default())
-        .unwrap_or(0)
+    postcard::serialize_with_flavor::<T, _, usize>(v, postcard::ser_flavors::Size::default()).unwrap_or(0)
 }
 
 /// Where and how a spilling operator writes its runs.
@@ -234,9 +209,7 @@ fn check_partition(p: usize, n: usize) -> Result<u32> {
     if p < n {
         Ok(p as u32)
     } else {
-        Err(Error::InvalidArgument(format!(
-            "partitioner returned {p} for a shuffle with {n} partitions"
-        )))
+        Err(Error::InvalidArgument(format!("partitioner returned {p} for a shuffle with {n} partitions")))
     }
 }
 
@@ -329,11 +302,7 @@ where
     }
 
     /// Writes the buffered combiners to a new spill file and releases the memory.
-    pub(crate) fn spill<P: Fn(&K) -> usize>(
-        &mut self,
-        partition_of: &P,
-        env: &mut SpillEnv<'_>,
-    ) -> Result<()> {
+    pub(crate) fn spill<P: Fn(&K) -> usize>(&mut self, partition_of: &P, env: &mut SpillEnv<'_>) -> Result<()> {
         if self.map.is_empty() {
             env.mem.free();
             return Ok(());
@@ -399,9 +368,7 @@ impl<T, R: Iterator<Item = Result<T>>> Iterator for Counted<R> {
             }
             None => {
                 let missing = std::mem::take(&mut self.remaining);
-                Some(Err(Error::corrupt(format!(
-                    "spilled run ended {missing} records early"
-                ))))
+                Some(Err(Error::corrupt(format!("spilled run ended {missing} records early"))))
             }
         }
     }
@@ -572,11 +539,7 @@ where
         }
         return Ok(lengths);
     }
-    let mut readers = comb
-        .spills
-        .iter()
-        .map(|s| s.reader::<K, C>())
-        .collect::<Result<Vec<_>>>()?;
+    let mut readers = comb.spills.iter().map(|s| s.reader::<K, C>()).collect::<Result<Vec<_>>>()?;
     for (p, len) in lengths.iter_mut().enumerate() {
         let mut sources = Vec::with_capacity(readers.len() + 1);
         for (run, reader) in comb.spills.iter().zip(readers.iter_mut()) {

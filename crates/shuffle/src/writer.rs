@@ -32,9 +32,7 @@ use crate::aggregator::Aggregator;
 use crate::error::{io_ctx, Error, Result};
 use crate::format::{append_record, encode_index, frame_to_vec, write_frame, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
-use crate::spill::{
-    finish_writer, write_combined_output, Combiner, SpillEnv, SpillFile, TempOutput, IO_BUFFER,
-};
+use crate::spill::{finish_writer, write_combined_output, Combiner, SpillEnv, SpillFile, TempOutput, IO_BUFFER};
 
 /// Configuration of the spilling writers and reduce-side operators.
 #[derive(Clone, Debug)]
@@ -63,10 +61,7 @@ impl Default for WriteConfig {
 impl WriteConfig {
     /// Default configuration spilling into `spill_dir`.
     pub fn new(spill_dir: impl Into<PathBuf>) -> Self {
-        WriteConfig {
-            spill_dir: spill_dir.into(),
-            ..WriteConfig::default()
-        }
+        WriteConfig { spill_dir: spill_dir.into(), ..WriteConfig::default() }
     }
 
     fn env<'a>(&'a self, mem: &'a mut MemoryReservation, dir: &'a Path) -> SpillEnv<'a> {
@@ -97,9 +92,7 @@ pub struct MapOutputInfo {
 
 fn check_num_partitions(n: usize) -> Result<()> {
     if u32::try_from(n).is_err() {
-        return Err(Error::InvalidArgument(format!(
-            "{n} partitions exceed the format's u32 limit"
-        )));
+        return Err(Error::InvalidArgument(format!("{n} partitions exceed the format's u32 limit")));
     }
     Ok(())
 }
@@ -115,8 +108,7 @@ fn publish(
     finish_writer(data_file, data_path)?;
     let index = encode_index(lengths)?;
     let (index_tmp, mut f) = TempOutput::create(index_path)?;
-    f.write_all(&index)
-        .map_err(io_ctx(format!("writing index {}", index_path.display())))?;
+    f.write_all(&index).map_err(io_ctx(format!("writing index {}", index_path.display())))?;
     drop(f);
     data.commit()?;
     index_tmp.commit()
@@ -159,15 +151,7 @@ where
     E: Into<Error>,
     P: Fn(&K) -> usize,
 {
-    let res = write_plain_inner(
-        records,
-        num_partitions,
-        partition_of,
-        mem,
-        cfg,
-        data_path,
-        index_path,
-    );
+    let res = write_plain_inner(records, num_partitions, partition_of, mem, cfg, data_path, index_path);
     mem.free();
     res
 }
@@ -203,9 +187,7 @@ where
         let (k, v) = rec.map_err(Into::into)?;
         let p = partition_of(&k);
         let Some(part) = parts.get_mut(p) else {
-            return Err(Error::InvalidArgument(format!(
-                "partitioner returned {p} for a shuffle with {n} partitions"
-            )));
+            return Err(Error::InvalidArgument(format!("partitioner returned {p} for a shuffle with {n} partitions")));
         };
         let before = part.open.capacity();
         let start = part.open.len();
@@ -232,9 +214,8 @@ where
             let mut w = BufWriter::with_capacity(IO_BUFFER, f);
             let mut lengths = vec![0u64; n];
             for (part, len) in parts.iter_mut().zip(lengths.iter_mut()) {
-                *len = drain_part(part, env.compress, &mut scratch, &mut w).map_err(io_ctx(
-                    format!("writing spill file {}", file.path().display()),
-                ))?;
+                *len = drain_part(part, env.compress, &mut scratch, &mut w)
+                    .map_err(io_ctx(format!("writing spill file {}", file.path().display())))?;
                 *part = PartBuf::default();
             }
             finish_writer(w, file.path())?;
@@ -249,17 +230,13 @@ where
 
     let (data_tmp, f) = TempOutput::create(data_path)?;
     let mut w = BufWriter::with_capacity(IO_BUFFER, f);
-    let mut readers = spills
-        .iter()
-        .map(|s| s.file.open())
-        .collect::<Result<Vec<BufReader<File>>>>()?;
+    let mut readers = spills.iter().map(|s| s.file.open()).collect::<Result<Vec<BufReader<File>>>>()?;
     let mut lengths = vec![0u64; n];
     let data_ctx = || format!("writing data file {}", data_path.display());
     for (p, (part, len)) in parts.iter_mut().zip(lengths.iter_mut()).enumerate() {
         for (spill, reader) in spills.iter().zip(readers.iter_mut()) {
             let want = spill.lengths[p];
-            let copied = io::copy(&mut Read::by_ref(reader).take(want), &mut w)
-                .map_err(io_ctx(data_ctx()))?;
+            let copied = io::copy(&mut Read::by_ref(reader).take(want), &mut w).map_err(io_ctx(data_ctx()))?;
             if copied != want {
                 return Err(Error::corrupt(format!(
                     "spill file {} truncated: partition {p} expected {want} bytes, got {copied}",
@@ -283,12 +260,7 @@ where
 
 /// Writes a partition buffer's framed blocks and its open block to `w`;
 /// returns the bytes written.
-fn drain_part<W: Write>(
-    part: &mut PartBuf,
-    compress: bool,
-    scratch: &mut Vec<u8>,
-    w: &mut W,
-) -> io::Result<u64> {
+fn drain_part<W: Write>(part: &mut PartBuf, compress: bool, scratch: &mut Vec<u8>, w: &mut W) -> io::Result<u64> {
     let mut len = 0u64;
     for block in part.closed.drain(..) {
         w.write_all(&block)?;

@@ -8,9 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ember_shuffle::{
-    combine_by_key, key_hash, merge_combiners_by_key, read_index, read_segment, sort_by_key,
-    write_combined, write_plain, Aggregator, Error, FnAggregator, MemoryPool, SegmentReader,
-    WriteConfig,
+    combine_by_key, key_hash, merge_combiners_by_key, read_index, read_segment, sort_by_key, write_combined,
+    write_plain, Aggregator, Error, FnAggregator, MemoryPool, SegmentReader, WriteConfig,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -52,20 +51,14 @@ fn spill_dir_is_empty(cfg: &WriteConfig) -> bool {
     }
 }
 
-fn read_partitions<K: DeserializeOwned, V: DeserializeOwned>(
-    data: &Path,
-    index: &Path,
-    n: usize,
-) -> Vec<Vec<(K, V)>> {
+fn read_partitions<K: DeserializeOwned, V: DeserializeOwned>(data: &Path, index: &Path, n: usize) -> Vec<Vec<(K, V)>> {
     let offsets = read_index(index).unwrap();
     assert_eq!(offsets.len(), n + 1);
     (0..n)
         .map(|p| {
             let seg = read_segment(data, index, p).unwrap();
             assert_eq!(seg.len() as u64, offsets[p + 1] - offsets[p]);
-            SegmentReader::<K, V>::new(seg)
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
+            SegmentReader::<K, V>::new(seg).collect::<Result<Vec<_>, _>>().unwrap()
         })
         .collect()
 }
@@ -107,11 +100,7 @@ where
     let pf = part_of::<K>(n);
     for (p, part) in parts.iter().enumerate() {
         // Exactly the records of partition p, in arrival order.
-        let expected: Vec<(K, V)> = records
-            .iter()
-            .filter(|(k, _)| pf(k) == p)
-            .cloned()
-            .collect();
+        let expected: Vec<(K, V)> = records.iter().filter(|(k, _)| pf(k) == p).cloned().collect();
         assert_eq!(part.len(), expected.len());
         for (a, b) in part.iter().zip(&expected) {
             assert!(a.0 == b.0 && a.1 == b.1, "{a:?} != {b:?}");
@@ -123,10 +112,7 @@ where
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "spill")
         .collect();
-    assert_eq!(
-        names,
-        HashSet::from(["map.data".into(), "map.index".into()])
-    );
+    assert_eq!(names, HashSet::from(["map.data".into(), "map.index".into()]));
 }
 
 fn run_combined<K>(records: Vec<(K, u32)>, n: usize, tiny: bool) -> Vec<u8>
@@ -396,20 +382,12 @@ fn hash_collisions_are_combined_by_equality() {
     let dir = tempfile::tempdir().unwrap();
     let (pool, cfg) = setup(true, dir.path());
     let mut mem = pool.reservation();
-    let iter = combine_by_key(
-        records.into_iter().map(Ok::<_, Infallible>),
-        Sum,
-        &mut mem,
-        &cfg.spill_dir,
-        &cfg,
-    )
-    .unwrap();
+    let iter =
+        combine_by_key(records.into_iter().map(Ok::<_, Infallible>), Sum, &mut mem, &cfg.spill_dir, &cfg).unwrap();
     assert!(iter.spill_count() > 0);
     let got: HashMap<u32, u64> = iter.map(|r| r.unwrap()).map(|(k, c)| (k.0, c)).collect();
     assert_eq!(got.len(), 700);
-    assert!(got
-        .values()
-        .all(|&c| c == 5000 / 700 || c == 5000 / 700 + 1));
+    assert!(got.values().all(|&c| c == 5000 / 700 || c == 5000 / 700 + 1));
     assert_eq!(got.values().sum::<u64>(), 5000);
 }
 
@@ -459,9 +437,7 @@ impl std::error::Error for Boom {}
 
 /// Records that fail after `ok` good ones.
 fn failing(ok: u32) -> impl Iterator<Item = Result<(u32, u32), Error>> {
-    (0..ok)
-        .map(|i| Ok((i, i)))
-        .chain(std::iter::once(Err(Error::upstream(Boom))))
+    (0..ok).map(|i| Ok((i, i))).chain(std::iter::once(Err(Error::upstream(Boom))))
 }
 
 #[test]
@@ -472,31 +448,12 @@ fn errors_leave_no_files_and_no_memory() {
     let index = dir.path().join("map.index");
     let mut mem = pool.reservation();
 
-    let e = write_plain(
-        failing(3000),
-        4,
-        part_of::<u32>(4),
-        &mut mem,
-        &cfg,
-        &data,
-        &index,
-    )
-    .unwrap_err();
+    let e = write_plain(failing(3000), 4, part_of::<u32>(4), &mut mem, &cfg, &data, &index).unwrap_err();
     assert!(matches!(e, Error::Upstream(_)), "{e:?}");
     assert_eq!(pool.used(), 0);
     assert!(std::fs::read_dir(&cfg.spill_dir).unwrap().count() == 0);
 
-    let e = write_combined(
-        failing(3000),
-        4,
-        part_of::<u32>(4),
-        &Sum,
-        &mut mem,
-        &cfg,
-        &data,
-        &index,
-    )
-    .unwrap_err();
+    let e = write_combined(failing(3000), 4, part_of::<u32>(4), &Sum, &mut mem, &cfg, &data, &index).unwrap_err();
     assert!(matches!(e, Error::Upstream(_)));
     assert_eq!(pool.used(), 0);
 
@@ -551,14 +508,8 @@ fn in_memory_iterators_hold_their_memory_until_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (pool, cfg) = setup(false, dir.path());
     let mut mem = pool.reservation();
-    let it = sort_by_key(
-        (0..1000u32).map(|i| Ok::<_, Infallible>((i, i))),
-        true,
-        &mut mem,
-        &cfg.spill_dir,
-        &cfg,
-    )
-    .unwrap();
+    let it =
+        sort_by_key((0..1000u32).map(|i| Ok::<_, Infallible>((i, i))), true, &mut mem, &cfg.spill_dir, &cfg).unwrap();
     assert_eq!(mem.size(), 0);
     assert!(it.reserved() > 0);
     assert_eq!(pool.used(), it.reserved());
@@ -592,10 +543,7 @@ fn corrupted_map_output_is_reported() {
     let mut errors = 0;
     for p in 0..2 {
         let seg = read_segment(&data, &index, p).unwrap();
-        if SegmentReader::<u32, String>::new(seg)
-            .collect::<Result<Vec<_>, _>>()
-            .is_err_and(|e| e.is_corrupt())
-        {
+        if SegmentReader::<u32, String>::new(seg).collect::<Result<Vec<_>, _>>().is_err_and(|e| e.is_corrupt()) {
             errors += 1;
         }
     }

@@ -4,8 +4,8 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use ember_shuffle::{
-    combine_by_key, key_hash, open_segment, sort_by_key, write_combined, write_plain, Aggregator,
-    MemoryPool, WriteConfig,
+    combine_by_key, key_hash, open_segment, sort_by_key, write_combined, write_plain, Aggregator, MemoryPool,
+    WriteConfig,
 };
 
 struct Sum;
@@ -29,32 +29,15 @@ fn throughput_smoke() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = WriteConfig::new(dir.path().join("spill"));
     let pf = move |k: &u64| (key_hash(k) % parts as u64) as usize;
-    let records =
-        || (0..n_rec).map(|i| Ok::<_, Infallible>((i.wrapping_mul(2654435761) % 100_000, i)));
-    for (label, limit) in [
-        ("big mem", 1usize << 30),
-        ("8 MiB", 8 << 20),
-        ("1 MiB", 1 << 20),
-    ] {
+    let records = || (0..n_rec).map(|i| Ok::<_, Infallible>((i.wrapping_mul(2654435761) % 100_000, i)));
+    for (label, limit) in [("big mem", 1usize << 30), ("8 MiB", 8 << 20), ("1 MiB", 1 << 20)] {
         let pool = MemoryPool::new(limit);
         let mut mem = pool.reservation();
         let t = Instant::now();
-        let info = write_plain(
-            records(),
-            parts,
-            pf,
-            &mut mem,
-            &cfg,
-            &dir.path().join("p.data"),
-            &dir.path().join("p.index"),
-        )
-        .unwrap();
-        eprintln!(
-            "plain    {label}: {:?} spills={} bytes={}",
-            t.elapsed(),
-            info.spill_count,
-            info.bytes_written
-        );
+        let info =
+            write_plain(records(), parts, pf, &mut mem, &cfg, &dir.path().join("p.data"), &dir.path().join("p.index"))
+                .unwrap();
+        eprintln!("plain    {label}: {:?} spills={} bytes={}", t.elapsed(), info.spill_count, info.bytes_written);
         let t = Instant::now();
         let info = write_combined(
             records(),
@@ -67,18 +50,11 @@ fn throughput_smoke() {
             &dir.path().join("c.index"),
         )
         .unwrap();
-        eprintln!(
-            "combined {label}: {:?} spills={} recs={}",
-            t.elapsed(),
-            info.spill_count,
-            info.records_written
-        );
+        eprintln!("combined {label}: {:?} spills={} recs={}", t.elapsed(), info.spill_count, info.records_written);
         let t = Instant::now();
         let mut total = 0usize;
         for p in 0..parts {
-            let it =
-                open_segment::<u64, u64>(dir.path().join("p.data"), dir.path().join("p.index"), p)
-                    .unwrap();
+            let it = open_segment::<u64, u64>(dir.path().join("p.data"), dir.path().join("p.index"), p).unwrap();
             let agg = combine_by_key(it, Sum, &mut mem, &cfg.spill_dir, &cfg).unwrap();
             total += agg.count();
         }
@@ -86,10 +62,6 @@ fn throughput_smoke() {
         let t = Instant::now();
         let it = sort_by_key(records(), true, &mut mem, &cfg.spill_dir, &cfg).unwrap();
         let spills = it.spill_count();
-        eprintln!(
-            "sort {label}: {:?} spills={spills} n={}",
-            t.elapsed(),
-            it.count()
-        );
+        eprintln!("sort {label}: {:?} spills={spills} n={}", t.elapsed(), it.count());
     }
 }

@@ -27,7 +27,7 @@ mod func;
 pub use anchor::{assert_zero_sized, conjure};
 pub use func::{Func, ShippableFn};
 
-use ember_common::{Error, Result, RddId};
+use ember_common::{Error, RddId, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::any::Any;
 use std::collections::HashMap;
@@ -94,10 +94,7 @@ fn decode_node<N: Encode>(bytes: &[u8], parents: &[AnyNode]) -> Result<AnyNode> 
     let (fingerprint, payload): (u64, N::Payload) = postcard::from_bytes(bytes)
         .map_err(|e| Error::Codec(format!("decoding {}: {e}", std::any::type_name::<N>())))?;
     if fingerprint != fingerprint_of::<N>() {
-        return Err(Error::Codec(format!(
-            "node type mismatch while decoding {}",
-            std::any::type_name::<N>()
-        )));
+        return Err(Error::Codec(format!("node type mismatch while decoding {}", std::any::type_name::<N>())));
     }
     Ok(N::decode(payload, parents)?.into_any())
 }
@@ -114,11 +111,7 @@ pub fn encode_node<N: Encode>(node: &N) -> Result<EncodedNode> {
     let fingerprint = fingerprint_of::<N>();
     let payload = postcard::to_allocvec(&(fingerprint, node.payload()))
         .map_err(|e| Error::Codec(format!("encoding {}: {e}", std::any::type_name::<N>())))?;
-    Ok(EncodedNode {
-        decoder_offset: anchor::offset_of(decode_node::<N>),
-        type_fingerprint: fingerprint,
-        payload,
-    })
+    Ok(EncodedNode { decoder_offset: anchor::offset_of(decode_node::<N>), type_fingerprint: fingerprint, payload })
 }
 
 /// Downcasts a decoded parent to the type a node expects.
@@ -127,9 +120,7 @@ pub fn parent<T: Clone + 'static>(parents: &[AnyNode], i: usize) -> Result<T> {
         .get(i)
         .and_then(|p| p.downcast_ref::<T>())
         .cloned()
-        .ok_or_else(|| {
-            Error::Codec(format!("parent {i} missing or not a {}", std::any::type_name::<T>()))
-        })
+        .ok_or_else(|| Error::Codec(format!("parent {i} missing or not a {}", std::any::type_name::<T>())))
 }
 
 /// A node in the driver's lineage graph, as the stage encoder sees it.
@@ -174,9 +165,10 @@ pub fn encode_stage(sink: Arc<dyn EncodableNode>) -> Result<StageBlob> {
         let parent_idx = parents
             .iter()
             .map(|p| {
-                index_of.get(&p.node_key()).copied().ok_or_else(|| {
-                    Error::Codec("lineage cycle or parent encoded out of order".into())
-                })
+                index_of
+                    .get(&p.node_key())
+                    .copied()
+                    .ok_or_else(|| Error::Codec("lineage cycle or parent encoded out of order".into()))
             })
             .collect::<Result<Vec<u32>>>()?;
         let enc = node.encode_self()?;

@@ -31,14 +31,7 @@ where
 {
     /// `preserves_partitioning`: keep the parent's partitioner (only for
     /// transformations that never change keys, like `map_values`).
-    pub fn new(
-        id: RddId,
-        name: &str,
-        parent: Arc<dyn Rdd<T>>,
-        state: S,
-        f: F,
-        preserves_partitioning: bool,
-    ) -> Self {
+    pub fn new(id: RddId, name: &str, parent: Arc<dyn Rdd<T>>, state: S, f: F, preserves_partitioning: bool) -> Self {
         let partitioner = if preserves_partitioning { parent.partitioner() } else { None };
         MapPartitionsRdd {
             id,
@@ -64,15 +57,7 @@ where
         (self.id, self.name.clone(), self.state.clone(), self.f, self.partitioner.clone())
     }
     fn decode((id, name, state, f, partitioner): Self::Payload, parents: &[AnyNode]) -> Result<Self> {
-        Ok(MapPartitionsRdd {
-            id,
-            name,
-            parent: parent(parents, 0)?,
-            state,
-            f,
-            partitioner,
-            _types: PhantomData,
-        })
+        Ok(MapPartitionsRdd { id, name, parent: parent(parents, 0)?, state, f, partitioner, _types: PhantomData })
     }
     fn into_any(self) -> AnyNode {
         any_rdd::<U>(Arc::new(self))

@@ -162,12 +162,7 @@ pub struct SortedShuffledRdd<K, V> {
 }
 
 impl<K: Key + Ord, V: Data> SortedShuffledRdd<K, V> {
-    pub fn new(
-        id: RddId,
-        dep: Arc<dyn ShuffleDependencyBase>,
-        partitioner: PartitionerDesc,
-        ascending: bool,
-    ) -> Self {
+    pub fn new(id: RddId, dep: Arc<dyn ShuffleDependencyBase>, partitioner: PartitionerDesc, ascending: bool) -> Self {
         SortedShuffledRdd {
             id,
             shuffle_id: dep.shuffle_id(),

@@ -204,8 +204,6 @@ impl Rdd<i64> for RangeRdd {
     fn compute(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<i64>> {
         let (lo, hi) = self.slice_bounds(partition);
         let (start, step) = (self.start, self.step);
-        Ok(Box::new(
-            ctx.interruptible((lo..hi).map(move |i| start.wrapping_add((i as i64).wrapping_mul(step)))),
-        ))
+        Ok(Box::new(ctx.interruptible((lo..hi).map(move |i| start.wrapping_add((i as i64).wrapping_mul(step))))))
     }
 }

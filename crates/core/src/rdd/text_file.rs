@@ -34,12 +34,11 @@ pub struct FileSplit {
 
 /// Lists input files: `path` itself, or the visible files of a directory, sorted.
 pub fn list_input_files(path: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::io(format!("input path does not exist: {}", path.display()), e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("input path does not exist: {}", path.display()), e))?;
     let mut files = Vec::new();
     if meta.is_dir() {
-        let entries = std::fs::read_dir(path)
-            .map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
+        let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
             let name = entry.file_name();
@@ -47,9 +46,7 @@ pub fn list_input_files(path: &Path) -> Result<Vec<(PathBuf, u64)>> {
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
-            let m = entry
-                .metadata()
-                .map_err(|e| Error::io(format!("cannot stat {}", entry.path().display()), e))?;
+            let m = entry.metadata().map_err(|e| Error::io(format!("cannot stat {}", entry.path().display()), e))?;
             if m.is_file() {
                 files.push((entry.path(), m.len()));
             }
@@ -156,10 +153,8 @@ pub struct SplitLines {
 
 impl SplitLines {
     pub fn open(path: &Path, start: u64, end: u64) -> Result<Self> {
-        let mut file =
-            File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| Error::io(format!("cannot seek in {}", path.display()), e))?;
+        let mut file = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| Error::io(format!("cannot seek in {}", path.display()), e))?;
         let mut lines = SplitLines {
             reader: BufReader::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
@@ -181,10 +176,8 @@ impl SplitLines {
         self.buf.clear();
         let mut consumed = 0usize;
         loop {
-            let avail = self
-                .reader
-                .fill_buf()
-                .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
+            let avail =
+                self.reader.fill_buf().map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
             if avail.is_empty() {
                 return Ok(consumed);
             }

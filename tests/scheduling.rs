@@ -1,0 +1,257 @@
+//! Scheduling behaviour: retries and their limits, listener events, concurrent
+//! jobs, shuffle-output reuse, recovery from a corrupt shuffle file, deep
+//! lineage, the driver's result-size limit.
+
+mod common;
+
+use common::{each_master, sorted, EventLog, MASTERS};
+use ember::prelude::*;
+use ember::ListenerEvent;
+
+fn task_ends(events: &[ListenerEvent], partition: usize) -> Vec<(u32, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ListenerEvent::TaskEnd { partition: p, attempt, failure, .. } if *p == partition => {
+                Some((*attempt, failure.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_that_panics_twice_runs_exactly_three_attempts() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let rdd = sc.parallelize((0..10).collect::<Vec<u32>>(), 2);
+        let counts = sc
+            .run_job(&rdd, vec![0, 1], (), |_: &(), ctx: &TaskContext, it: BoxIter<u32>| {
+                if ctx.partition_id() == 1 && ctx.attempt_number() < 2 {
+                    panic!("flaky attempt {}", ctx.attempt_number());
+                }
+                Ok(it.count() as u64)
+            })
+            .unwrap();
+        assert_eq!(counts, vec![5, 5]);
+        let ends = task_ends(&log.events(sc), 1);
+        assert_eq!(ends.len(), 3, "{ends:?}");
+        assert_eq!(ends.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(ends[0].1.as_deref().unwrap().contains("flaky attempt 0"));
+        assert!(ends[1].1.as_deref().unwrap().contains("flaky attempt 1"));
+        assert!(ends[2].1.is_none());
+        assert_eq!(task_ends(&log.events(sc), 0).len(), 1);
+    });
+}
+
+#[test]
+fn a_task_that_always_fails_aborts_after_max_failures_with_its_message() {
+    for (master, expected) in [("local[2]", 4usize), ("local[2,2]", 2)] {
+        let sc = Context::builder().master(master).set("ember.ui.showConsoleProgress", "false").build().unwrap();
+        let log = EventLog::attach(&sc);
+        let rdd = sc.parallelize(vec![1, 2, 3], 3);
+        let err = rdd
+            .map(|x: i32| if x == 2 { panic!("always broken on {x}") } else { x })
+            .collect()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("always broken on 2"), "{err}");
+        assert!(err.contains(&format!("failed {expected} times")), "{err}");
+        assert_eq!(task_ends(&log.events(&sc), 1).len(), expected, "{master}");
+        // The context stays usable.
+        assert_eq!(rdd.count().unwrap(), 3);
+        sc.stop();
+    }
+}
+
+#[test]
+fn task_errors_are_reported_too() {
+    each_master(|sc| {
+        let rdd = sc.parallelize(vec![1], 1);
+        let err = sc
+            .run_job(&rdd, vec![0], (), |_: &(), _: &TaskContext, _: BoxIter<i32>| -> Result<u8> {
+                Err(Error::InvalidArgument("bad record 42".into()))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad record 42"), "{err}");
+    });
+}
+
+#[test]
+fn listener_sees_the_job_lifecycle_in_order() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let n =
+            sc.parallelize((0..20).map(|i| (i % 3, i)).collect::<Vec<_>>(), 4).reduce_by_key(|a, b| a + b, 2).count();
+        assert_eq!(n.unwrap(), 3);
+        let events = log.events(sc);
+        let kind = |e: &ListenerEvent| match e {
+            ListenerEvent::JobStart { .. } => "JobStart",
+            ListenerEvent::JobEnd { .. } => "JobEnd",
+            ListenerEvent::StageSubmitted { .. } => "StageSubmitted",
+            ListenerEvent::StageCompleted { .. } => "StageCompleted",
+            ListenerEvent::TaskStart { .. } => "TaskStart",
+            ListenerEvent::TaskEnd { .. } => "TaskEnd",
+            _ => "other",
+        };
+        let kinds: Vec<&str> = events.iter().map(kind).filter(|k| *k != "other").collect();
+        assert_eq!(kinds.first(), Some(&"JobStart"));
+        assert_eq!(kinds.last(), Some(&"JobEnd"));
+        assert_eq!(kinds.iter().filter(|k| **k == "StageSubmitted").count(), 2);
+        assert_eq!(kinds.iter().filter(|k| **k == "TaskEnd").count(), 4 + 2);
+        // Map-side metrics are reported.
+        let written: u64 = events
+            .iter()
+            .filter_map(|e| match e {
+                ListenerEvent::TaskEnd { metrics, .. } => Some(metrics.shuffle_records_written),
+                _ => None,
+            })
+            .sum();
+        assert!(written > 0 && written <= 12, "{written}");
+    });
+}
+
+#[test]
+fn jobs_from_several_threads_run_concurrently_and_correctly() {
+    each_master(|sc| {
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let sc = sc.clone();
+                s.spawn(move || {
+                    for j in 0..10u64 {
+                        let n = 100 + t * 10 + j;
+                        let rdd = sc.parallelize((0..n).collect::<Vec<u64>>(), 3);
+                        assert_eq!(rdd.map(|x| x * 2).reduce(|a, b| a + b).unwrap(), n * (n - 1));
+                        let grouped = rdd.map(|x| (x % 7, x)).group_by_key(2).count().unwrap();
+                        assert_eq!(grouped, 7);
+                    }
+                });
+            }
+        });
+    });
+}
+
+#[test]
+fn a_second_action_reuses_shuffle_outputs() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let reduced = sc
+            .parallelize((0..100).map(|i| (i % 10, 1)).collect::<Vec<(i32, i32)>>(), 4)
+            .reduce_by_key(|a, b| a + b, 3);
+        assert_eq!(reduced.count().unwrap(), 10);
+        let submitted = |log: &EventLog| {
+            log.events(sc).iter().filter(|e| matches!(e, ListenerEvent::StageSubmitted { .. })).count()
+        };
+        assert_eq!(submitted(&log), 2);
+        log.clear();
+        assert_eq!(sorted(reduced.collect().unwrap()), (0..10).map(|k| (k, 10)).collect::<Vec<_>>());
+        assert_eq!(submitted(&log), 1, "the map stage is skipped");
+    });
+}
+
+#[test]
+fn a_corrupt_shuffle_file_is_detected_and_recomputed() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let data: Vec<(u32, u64)> = (0..5000).map(|i| (i % 50, i as u64)).collect();
+        let expected: u64 = data.iter().map(|(_, v)| v).sum();
+        let reduced = sc.parallelize(data, 4).reduce_by_key(|a, b| a + b, 2);
+        assert_eq!(reduced.count().unwrap(), 50);
+        // Flip bytes inside one map output's data file.
+        let mut files: Vec<_> =
+            walk(sc.local_dir()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "data")).collect();
+        files.sort();
+        assert!(!files.is_empty(), "no shuffle files under {}", sc.local_dir().display());
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 8] {
+            *b ^= 0xA5;
+        }
+        std::fs::write(&files[0], bytes).unwrap();
+        log.clear();
+        let total: u64 = reduced.values().reduce(|a, b| a + b).unwrap();
+        assert_eq!(total, expected, "the answer is right after recomputation");
+        let events = log.events(sc);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("fetch failed"))),
+            "the corruption was detected as a fetch failure"
+        );
+    });
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ten_thousand_chained_maps_do_not_overflow_the_stack() {
+    // Building and dropping a 10,000-deep lineage happens on this thread; the
+    // stage is encoded and decoded iteratively, and tasks run on big-stack threads.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(|| {
+            for master in MASTERS {
+                let sc = Context::new(master).unwrap();
+                let mut rdd = sc.parallelize(vec![0u64, 1, 2], 2);
+                for _ in 0..10_000 {
+                    rdd = rdd.map(|x| x + 1);
+                }
+                assert_eq!(rdd.collect().unwrap(), vec![10_000, 10_001, 10_002]);
+                assert_eq!(rdd.map(|x| (x % 2, x)).reduce_by_key(|a, b| a + b, 2).count().unwrap(), 2);
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn results_over_max_result_size_fail_the_job_clearly() {
+    for master in MASTERS {
+        let sc = Context::builder()
+            .master(master)
+            .set("ember.driver.maxResultSize", "1k")
+            .set("ember.ui.showConsoleProgress", "false")
+            .build()
+            .unwrap();
+        let big = sc.parallelize((0..10_000u64).collect::<Vec<_>>(), 4);
+        let err = big.collect().unwrap_err().to_string();
+        assert!(err.contains("ember.driver.maxResultSize"), "{err}");
+        // Small results still work.
+        assert_eq!(big.count().unwrap(), 10_000);
+    }
+}
+
+#[test]
+fn stopped_contexts_refuse_jobs() {
+    let sc = Context::new("local[2]").unwrap();
+    let rdd = sc.parallelize(vec![1, 2, 3], 2);
+    let dir = sc.local_dir().to_path_buf();
+    assert!(dir.exists());
+    sc.stop();
+    assert!(!dir.exists(), "the application directory is removed");
+    assert!(matches!(rdd.count(), Err(Error::Stopped(_))));
+}
+
+#[test]
+fn bad_master_urls_are_clear_errors() {
+    let err = Context::new("local[zero]").err().unwrap().to_string();
+    assert!(err.contains("local[zero]"), "{err}");
+    let err = Context::new("mesos://x").err().unwrap().to_string();
+    assert!(err.contains("supported masters"), "{err}");
+}
