@@ -254,7 +254,7 @@ impl<K: Key + Ord, V: Data> Rdd<(K, V)> {
                 per_partition,
                 |per: &usize, ctx: &TaskContext, it: BoxIter<(K, V)>| {
                     // Reservoir sampling of keys, seeded by partition.
-                    let mut rng = partition_rng(0x5a3b_1e, ctx.partition_id());
+                    let mut rng = partition_rng(0x005a_3b1e, ctx.partition_id());
                     let mut sample: Vec<K> = Vec::with_capacity(*per);
                     let mut seen = 0u64;
                     for (k, _) in it {

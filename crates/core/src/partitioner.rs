@@ -156,11 +156,9 @@ pub fn determine_bounds<K: Ord + Clone>(mut candidates: Vec<(K, f64)>, partition
             break;
         }
         cumulative += weight;
-        if cumulative >= target {
-            if bounds.last().is_none_or(|last| key > *last) {
-                bounds.push(key);
-                target += step;
-            }
+        if cumulative >= target && bounds.last().is_none_or(|last| key > *last) {
+            bounds.push(key);
+            target += step;
         }
     }
     bounds

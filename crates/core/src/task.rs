@@ -193,9 +193,11 @@ impl TaskContext {
     /// `Err` makes the consumer abort instead of publishing partial output.
     pub fn checked<T>(&self, iter: impl Iterator<Item = T>) -> impl Iterator<Item = Result<T, ember_shuffle::Error>> {
         let ctx = self.clone();
-        iter.map(Ok).chain(std::iter::once_with(move || ctx.should_stop()).filter_map(|stopped| {
-            stopped.then(|| Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped"))))
-        }))
+        iter.map(Ok).chain(
+            std::iter::once_with(move || ctx.should_stop())
+                .filter(|stopped| *stopped)
+                .map(|_| Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped")))),
+        )
     }
 }
 

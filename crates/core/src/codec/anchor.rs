@@ -69,9 +69,10 @@ pub const fn assert_zero_sized<F>() {
 /// Materialises a value of a zero-sized closure type.
 pub fn conjure<F: Copy>() -> F {
     assert_zero_sized::<F>();
-    // SAFETY: `F` is zero-sized (checked at compile time above), so it has no
-    // bytes that could be uninitialised, and `Copy` rules out types with drop
-    // glue or ownership invariants. Closure and fn-item types carry no
-    // validity invariant beyond their (empty) layout.
-    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+    // SAFETY: `F` is zero-sized (checked at compile time above), so reading
+    // it through a dangling but well-aligned, non-null pointer reads no bytes,
+    // and `Copy` rules out types with drop glue or ownership invariants.
+    // Closure and fn-item types carry no validity invariant beyond their
+    // (empty) layout.
+    unsafe { std::ptr::read(std::ptr::NonNull::<F>::dangling().as_ptr()) }
 }

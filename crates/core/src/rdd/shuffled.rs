@@ -235,6 +235,8 @@ impl<K, V, C, A: Aggregator<K, V, C>> Aggregator<K, C, C> for MergeCombiners<A, 
     }
 }
 
+type TypeMarker<K, V, C> = PhantomData<fn() -> (K, V, C)>;
+
 /// Values combined per key with aggregator `A` (`reduce_by_key` and friends).
 pub struct AggregatedShuffledRdd<K, V, C, A> {
     id: RddId,
@@ -244,7 +246,7 @@ pub struct AggregatedShuffledRdd<K, V, C, A> {
     map_side_combine: bool,
     agg: A,
     dep: Option<Arc<dyn ShuffleDependencyBase>>,
-    _t: PhantomData<fn() -> (K, V, C)>,
+    _t: TypeMarker<K, V, C>,
 }
 
 impl<K, V, C, A> AggregatedShuffledRdd<K, V, C, A>

@@ -1,0 +1,364 @@
+//! The DAG and task schedulers driven directly, with hand-built lineage and
+//! a fake backend: no sockets, no threads, no sleeps, no clocks.
+
+use ember_common::RddId;
+use ember_common::{ExecutorId, JobId, ShuffleId, StageId, TaskFailure, TaskId};
+use ember_core::codec::EncodableNode;
+use ember_core::metrics::TaskMetricsSnapshot;
+use ember_core::partitioner::{HashPartitioner, Partitioner};
+use ember_core::rdd::{ParallelCollectionRdd, RddNode, ShuffledRdd};
+use ember_core::shuffle_dep::{ShuffleDependency, ShuffleWriteSink, SinkNode};
+use ember_core::task::{MapStatus, StagePayload, TaskOutput, TaskState};
+use ember_core::{Rdd, RddBase};
+use ember_scheduler::dag::{DagAction, DagEvent, DagScheduler, TaskSetSpec};
+use ember_scheduler::task_scheduler::{TaskScheduler, TaskSet, TsOutput};
+use std::sync::Arc;
+
+/// parallelize(3 partitions) -> shuffle(2 partitions); returns (reduce rdd, result sink).
+fn lineage() -> (Arc<dyn RddBase>, Arc<dyn EncodableNode>) {
+    let map_rdd: Arc<dyn Rdd<(u32, u32)>> =
+        Arc::new(ParallelCollectionRdd::new(RddId(0), vec![(1, 1), (2, 2), (3, 3)], 3));
+    let p = HashPartitioner::new(2);
+    let sink = Arc::new(ShuffleWriteSink::new(ShuffleId(0), map_rdd.clone(), p));
+    let map_base: Arc<dyn RddBase> = map_rdd.clone();
+    let dep = Arc::new(ShuffleDependency {
+        shuffle_id: ShuffleId(0),
+        rdd: map_base.clone(),
+        num_reduce_partitions: 2,
+        sink: Arc::new(SinkNode::new(sink, map_base)),
+    });
+    let reduce: Arc<dyn RddBase> = Arc::new(ShuffledRdd::<u32, u32>::new(RddId(1), dep, Partitioner::<u32>::desc(&p)));
+    // Any node works as the job's sink for the DAG scheduler, which never encodes.
+    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(reduce.clone()));
+    (reduce, sink)
+}
+
+fn status(exec: &str) -> MapStatus {
+    MapStatus { executor: ExecutorId::from(exec), address: String::new(), partition_lengths: vec![1, 1] }
+}
+
+fn task_sets(actions: &[DagAction]) -> Vec<&TaskSetSpec> {
+    actions.iter().filter_map(|a| if let DagAction::SubmitTaskSet(s) = a { Some(s) } else { None }).collect()
+}
+
+fn submit(dag: &mut DagScheduler, job: u64) -> Vec<DagAction> {
+    let (rdd, sink) = lineage();
+    dag.handle(DagEvent::JobSubmitted { job_id: JobId(job), rdd, sink, partitions: vec![0, 1] }, 0)
+}
+
+fn finish_maps(dag: &mut DagScheduler, stage: StageId, attempt: u32, parts: &[usize], exec: &str) -> Vec<DagAction> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(dag.handle(
+            DagEvent::TaskSucceeded {
+                stage_id: stage,
+                stage_attempt: attempt,
+                partition: *p,
+                output: TaskOutput::MapStatus(status(exec)),
+            },
+            0,
+        ));
+    }
+    out
+}
+
+#[test]
+fn missing_parents_run_first_then_the_result_stage() {
+    let mut dag = DagScheduler::new(4);
+    let a = submit(&mut dag, 0);
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 1, "only the map stage is runnable");
+    let map_stage = sets[0].stage_id;
+    assert_eq!(sets[0].partitions, vec![0, 1, 2]);
+    let a = finish_maps(&mut dag, map_stage, 0, &[0, 1], "e1");
+    assert!(task_sets(&a).is_empty(), "result stage waits for every map output");
+    let a = finish_maps(&mut dag, map_stage, 0, &[2], "e1");
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 1);
+    let result_stage = sets[0].stage_id;
+    assert_ne!(result_stage, map_stage);
+    assert_eq!(sets[0].shuffle_inputs.len(), 1);
+    assert_eq!(sets[0].shuffle_inputs[0].maps.len(), 3);
+    let mut done = Vec::new();
+    for p in 0..2 {
+        done.extend(dag.handle(
+            DagEvent::TaskSucceeded {
+                stage_id: result_stage,
+                stage_attempt: 0,
+                partition: p,
+                output: TaskOutput::Result(vec![p as u8]),
+            },
+            0,
+        ));
+    }
+    assert_eq!(done.iter().filter(|a| matches!(a, DagAction::TaskResult { .. })).count(), 2);
+    assert!(done.iter().any(|a| matches!(a, DagAction::JobSucceeded { job_id } if *job_id == JobId(0))));
+    assert_eq!(dag.active_jobs(), 0);
+    assert_eq!(dag.num_stages(), 0, "stages are forgotten with their last job");
+    assert!(dag.map_outputs.is_available(ShuffleId(0)), "map outputs outlive the job");
+}
+
+#[test]
+fn a_later_job_skips_an_available_map_stage() {
+    let mut dag = DagScheduler::new(4);
+    let a = submit(&mut dag, 0);
+    let map_stage = task_sets(&a)[0].stage_id;
+    let a = finish_maps(&mut dag, map_stage, 0, &[0, 1, 2], "e1");
+    let result_stage = task_sets(&a)[0].stage_id;
+    for p in 0..2 {
+        dag.handle(
+            DagEvent::TaskSucceeded {
+                stage_id: result_stage,
+                stage_attempt: 0,
+                partition: p,
+                output: TaskOutput::Result(vec![]),
+            },
+            0,
+        );
+    }
+    let a = submit(&mut dag, 1);
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].partitions, vec![0, 1], "straight to the result stage");
+    assert_eq!(sets[0].shuffle_inputs[0].maps.len(), 3);
+}
+
+#[test]
+fn a_fetch_failure_recomputes_only_the_lost_map_output_once() {
+    let mut dag = DagScheduler::new(4);
+    let a = submit(&mut dag, 0);
+    let map_stage = task_sets(&a)[0].stage_id;
+    let a = finish_maps(&mut dag, map_stage, 0, &[0, 1, 2], "e1");
+    let result_stage = task_sets(&a)[0].stage_id;
+    let fail = |dag: &mut DagScheduler, attempt| {
+        dag.handle(
+            DagEvent::FetchFailed {
+                stage_id: result_stage,
+                stage_attempt: attempt,
+                shuffle_id: ShuffleId(0),
+                map_index: 1,
+                message: "gone".into(),
+            },
+            0,
+        )
+    };
+    let a = fail(&mut dag, 0);
+    assert!(a.iter().any(
+        |x| matches!(x, DagAction::CancelTaskSet { stage_id, stage_attempt: 0, .. } if *stage_id == result_stage)
+    ));
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].stage_id, map_stage);
+    assert_eq!(sets[0].stage_attempt, 1);
+    assert_eq!(sets[0].partitions, vec![1], "only the lost map partition reruns");
+    // A late failure from the same (already failed) attempt changes nothing.
+    assert!(task_sets(&fail(&mut dag, 0)).is_empty());
+    // A late success from the old map attempt is credited but does not finish attempt 1.
+    let a = finish_maps(&mut dag, map_stage, 1, &[1], "e2");
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 1);
+    assert_eq!((sets[0].stage_id, sets[0].stage_attempt), (result_stage, 1));
+    assert_eq!(sets[0].shuffle_inputs[0].maps[1].executor, ExecutorId::from("e2"));
+}
+
+#[test]
+fn consecutive_fetch_failures_abort_the_job() {
+    let mut dag = DagScheduler::new(2);
+    let a = submit(&mut dag, 0);
+    let map_stage = task_sets(&a)[0].stage_id;
+    let a = finish_maps(&mut dag, map_stage, 0, &[0, 1, 2], "e1");
+    let result_stage = task_sets(&a)[0].stage_id;
+    let a = dag.handle(
+        DagEvent::FetchFailed {
+            stage_id: result_stage,
+            stage_attempt: 0,
+            shuffle_id: ShuffleId(0),
+            map_index: 0,
+            message: "x".into(),
+        },
+        0,
+    );
+    assert_eq!(task_sets(&a).len(), 1);
+    let a = finish_maps(&mut dag, map_stage, 1, &[0], "e1");
+    assert_eq!(task_sets(&a)[0].stage_attempt, 1);
+    let a = dag.handle(
+        DagEvent::FetchFailed {
+            stage_id: result_stage,
+            stage_attempt: 1,
+            shuffle_id: ShuffleId(0),
+            map_index: 0,
+            message: "x".into(),
+        },
+        0,
+    );
+    let failed =
+        a.iter().find_map(|x| if let DagAction::JobFailed { error, .. } = x { Some(error.to_string()) } else { None });
+    let msg = failed.expect("job aborted");
+    assert!(msg.contains("maximum allowable number of times: 2"), "{msg}");
+}
+
+#[test]
+fn a_task_set_failure_fails_the_job_with_its_reason() {
+    let mut dag = DagScheduler::new(4);
+    let a = submit(&mut dag, 0);
+    let map_stage = task_sets(&a)[0].stage_id;
+    let a = dag.handle(
+        DagEvent::TaskSetFailed { stage_id: map_stage, stage_attempt: 0, reason: "Task 1 failed 4 times: boom".into() },
+        0,
+    );
+    let msg = a
+        .iter()
+        .find_map(|x| if let DagAction::JobFailed { error, .. } = x { Some(error.to_string()) } else { None })
+        .unwrap();
+    assert!(msg.contains("Job aborted due to stage failure: Task 1 failed 4 times: boom"), "{msg}");
+    assert_eq!(dag.active_jobs(), 0);
+}
+
+#[test]
+fn cancelling_a_job_fails_it_and_cancels_its_running_stages() {
+    let mut dag = DagScheduler::new(4);
+    let a = submit(&mut dag, 0);
+    let map_stage = task_sets(&a)[0].stage_id;
+    let a = dag.handle(DagEvent::JobCancelled { job_id: JobId(0), reason: "user".into() }, 0);
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, DagAction::CancelTaskSet { stage_id, kill_running: true, .. } if *stage_id == map_stage)));
+    assert!(a.iter().any(|x| matches!(x, DagAction::JobFailed { error: ember_common::Error::Cancelled { .. }, .. })));
+}
+
+fn payload() -> Arc<StagePayload> {
+    Arc::new(StagePayload { hash: [7; 32], bytes: vec![1, 2, 3] })
+}
+
+fn failed(msg: &str) -> TaskState {
+    TaskState::Failed { failure: TaskFailure::Panic { message: msg.into() }, metrics: TaskMetricsSnapshot::default() }
+}
+
+#[test]
+fn offers_fill_free_cores_and_ship_each_payload_once_per_executor() {
+    let mut ts = TaskScheduler::new(4);
+    ts.add_executor(ExecutorId::from("a"), 2);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    ts.submit(TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: (0..5).collect(),
+        payload: payload(),
+    });
+    let (launches, events) = ts.resource_offers(0);
+    assert_eq!(launches.len(), 3, "three free cores");
+    assert_eq!(events.len(), 3);
+    assert_eq!(launches.iter().filter(|l| l.payload.is_some()).count(), 2, "one payload per executor");
+    assert_eq!(ts.total_free_cores(), 0);
+    assert!(ts.resource_offers(0).0.is_empty());
+    let done = TaskState::Finished { output: TaskOutput::Result(vec![]), metrics: TaskMetricsSnapshot::default() };
+    ts.status_update(launches[0].task.task_id, done, 0);
+    let (more, _) = ts.resource_offers(0);
+    assert_eq!(more.len(), 1);
+    assert!(more[0].payload.is_none(), "the executor already has this stage");
+}
+
+#[test]
+fn earlier_jobs_are_served_first() {
+    let mut ts = TaskScheduler::new(4);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.submit(TaskSet {
+        stage_id: StageId(5),
+        stage_attempt: 0,
+        job_id: JobId(2),
+        partitions: vec![0],
+        payload: payload(),
+    });
+    ts.submit(TaskSet {
+        stage_id: StageId(9),
+        stage_attempt: 0,
+        job_id: JobId(1),
+        partitions: vec![0],
+        payload: payload(),
+    });
+    let (l, _) = ts.resource_offers(0);
+    assert_eq!(l[0].task.stage_id, StageId(9));
+}
+
+#[test]
+fn failed_tasks_retry_until_max_failures_then_abort() {
+    let mut ts = TaskScheduler::new(3);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.submit(TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: vec![4],
+        payload: payload(),
+    });
+    let mut attempts = Vec::new();
+    let mut abort = None;
+    for _ in 0..5 {
+        let (l, _) = ts.resource_offers(0);
+        let Some(launch) = l.into_iter().next() else { break };
+        attempts.push(launch.task.attempt);
+        for o in ts.status_update(launch.task.task_id, failed("kaboom"), 0) {
+            if let TsOutput::Dag(DagEvent::TaskSetFailed { reason, .. }) = o {
+                abort = Some(reason);
+            }
+        }
+    }
+    assert_eq!(attempts, vec![0, 1, 2]);
+    let reason = abort.expect("aborted");
+    assert!(reason.contains("Task 4 in stage 0.0 failed 3 times") && reason.contains("kaboom"), "{reason}");
+    assert_eq!(ts.num_running_tasks(), 0);
+}
+
+#[test]
+fn fetch_failures_do_not_count_and_stop_the_set() {
+    let mut ts = TaskScheduler::new(1);
+    ts.add_executor(ExecutorId::from("a"), 2);
+    ts.submit(TaskSet {
+        stage_id: StageId(1),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: vec![0, 1, 2],
+        payload: payload(),
+    });
+    let (l, _) = ts.resource_offers(0);
+    let out = ts.status_update(
+        l[0].task.task_id,
+        TaskState::Failed {
+            failure: TaskFailure::FetchFailed { shuffle_id: 0, map_index: 2, reduce_id: 0, message: "gone".into() },
+            metrics: TaskMetricsSnapshot::default(),
+        },
+        0,
+    );
+    assert!(out.iter().any(|o| matches!(o, TsOutput::Dag(DagEvent::FetchFailed { map_index: 2, .. }))));
+    assert!(!out.iter().any(|o| matches!(o, TsOutput::Dag(DagEvent::TaskSetFailed { .. }))));
+    assert!(ts.resource_offers(0).0.is_empty(), "a zombie set launches nothing more");
+}
+
+#[test]
+fn losing_an_executor_fails_its_tasks_and_they_run_elsewhere() {
+    let mut ts = TaskScheduler::new(4);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    ts.submit(TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: vec![0, 1],
+        payload: payload(),
+    });
+    let (l, _) = ts.resource_offers(0);
+    let on_a = l.iter().find(|x| x.executor == ExecutorId::from("a")).unwrap().task.clone();
+    ts.remove_executor(&ExecutorId::from("a"), "killed", 0);
+    let b_task = l.iter().find(|x| x.executor == ExecutorId::from("b")).unwrap().task.task_id;
+    ts.status_update(
+        b_task,
+        TaskState::Finished { output: TaskOutput::Result(vec![]), metrics: Default::default() },
+        0,
+    );
+    let (again, _) = ts.resource_offers(0);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].executor, ExecutorId::from("b"));
+    assert_eq!((again[0].task.partition, again[0].task.attempt), (on_a.partition, 1));
+    assert_ne!(again[0].task.task_id, TaskId(on_a.task_id.0));
+}
