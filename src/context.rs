@@ -56,6 +56,7 @@ pub(crate) struct ContextInner {
     default_parallelism: usize,
     next_rdd_id: AtomicU64,
     next_shuffle_id: AtomicU64,
+    next_broadcast_id: AtomicU64,
     driver: DriverHandle,
     bus: Arc<ListenerBus>,
     executor: Arc<Executor>,
@@ -150,6 +151,7 @@ impl Context {
                 default_parallelism,
                 next_rdd_id: AtomicU64::new(0),
                 next_shuffle_id: AtomicU64::new(0),
+                next_broadcast_id: AtomicU64::new(0),
                 driver,
                 bus,
                 executor,
@@ -204,6 +206,19 @@ impl Context {
         Ok(Rdd::from_node(self, Arc::new(node)))
     }
 
+    /// Fixed-length binary records (`record_len` bytes each) of a file or
+    /// directory, in at least `min_partitions` splits of whole records.
+    pub fn binary_records(
+        &self,
+        path: impl AsRef<Path>,
+        record_len: usize,
+        min_partitions: usize,
+    ) -> Result<Rdd<Vec<u8>>> {
+        let node =
+            ember_core::rdd::BinaryRecordsRdd::new(self.new_rdd_id(), path.as_ref(), record_len, min_partitions)?;
+        Ok(Rdd::from_node(self, Arc::new(node)))
+    }
+
     /// An RDD with no partitions and no elements.
     pub fn empty<T: Data>(&self) -> Rdd<T> {
         Rdd::from_node(self, Arc::new(EmptyRdd::<T>::new(self.new_rdd_id())))
@@ -213,6 +228,11 @@ impl Context {
     pub fn union<T: Data>(&self, rdds: &[Rdd<T>]) -> Rdd<T> {
         let parents = rdds.iter().map(|r| r.node.clone()).collect();
         Rdd::from_node(self, Arc::new(UnionRdd::new(self.new_rdd_id(), parents)))
+    }
+
+    /// Wraps a read-only value for use by closures on every executor.
+    pub fn broadcast<T>(&self, value: T) -> crate::broadcast::Broadcast<T> {
+        crate::broadcast::Broadcast::new(self.inner.next_broadcast_id.fetch_add(1, Ordering::Relaxed), value)
     }
 
     /// Registers a listener for job, stage, task and executor events.

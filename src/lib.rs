@@ -30,12 +30,14 @@
 //!
 //! See `ARCHITECTURE.md` for how a job travels through the crates.
 
+pub mod broadcast;
 pub mod context;
 pub mod local_backend;
 pub mod master;
 pub mod progress;
 pub mod rdd;
 
+pub use broadcast::Broadcast;
 pub use context::{Context, ContextBuilder};
 pub use ember_common::{Conf, Error, Result, KNOWN_KEYS};
 pub use ember_core::partitioner::{HashPartitioner, PartitionerDesc, RangePartitioner};
@@ -46,5 +48,5 @@ pub use rdd::Rdd;
 
 /// Everything a typical program needs.
 pub mod prelude {
-    pub use crate::{BoxIter, Context, Data, Error, Key, Rdd, Result, TaskContext};
+    pub use crate::{BoxIter, Broadcast, Context, Data, Error, Key, Rdd, Result, TaskContext};
 }

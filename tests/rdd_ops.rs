@@ -349,3 +349,33 @@ fn persisted_rdds_are_reused() {
         assert_eq!(cached.count().unwrap(), 50, "unpersisted data is recomputed");
     });
 }
+
+#[test]
+fn broadcast_values_reach_every_task() {
+    each_master(|sc| {
+        let names: HashMap<u32, String> = (0..100).map(|i| (i, format!("n{i}"))).collect();
+        let bc = sc.broadcast(names);
+        let looked_up = sc
+            .parallelize((0..100u32).collect::<Vec<_>>(), 4)
+            .map_with(bc.clone(), |bc, x| bc.value()[&x].clone())
+            .collect()
+            .unwrap();
+        assert_eq!(looked_up[42], "n42");
+        assert_eq!(looked_up.len(), 100);
+        assert_eq!(bc.value().len(), 100);
+    });
+}
+
+#[test]
+fn binary_records_are_never_cut() {
+    each_master(|sc| {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..97u8).map(|i| vec![i; 10]).collect();
+        let path = write(dir.path(), "recs.bin", &records.concat());
+        let rdd = sc.binary_records(&path, 10, 7).unwrap();
+        assert!(rdd.num_partitions() >= 7);
+        assert_eq!(rdd.collect().unwrap(), records);
+        let bad = write(dir.path(), "bad.bin", &[1, 2, 3]);
+        assert!(sc.binary_records(&bad, 10, 1).is_err());
+    });
+}

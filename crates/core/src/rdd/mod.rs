@@ -7,6 +7,7 @@
 //! [`MapPartitionsRdd`] carries every one-to-one narrow transformation, with
 //! the user's closure conjured from its (zero-sized) type.
 
+mod binary_records;
 mod cached;
 mod coalesced;
 mod cogrouped;
@@ -16,6 +17,7 @@ mod shuffled;
 mod sources;
 pub mod text_file;
 
+pub use binary_records::BinaryRecordsRdd;
 pub use cached::PersistedRdd;
 pub use coalesced::CoalescedRdd;
 pub use cogrouped::CoGroupedRdd;
