@@ -255,3 +255,28 @@ fn bad_master_urls_are_clear_errors() {
     let err = Context::new("mesos://x").err().unwrap().to_string();
     assert!(err.contains("supported masters"), "{err}");
 }
+
+#[test]
+fn take_scans_partitions_incrementally() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let rdd = sc.parallelize((0..1000).collect::<Vec<u32>>(), 20);
+        assert_eq!(rdd.take(3).unwrap(), vec![0, 1, 2]);
+        let tasks =
+            |log: &EventLog| log.events(sc).iter().filter(|e| matches!(e, ListenerEvent::TaskStart { .. })).count();
+        assert_eq!(tasks(&log), 1, "the first partition had enough");
+        log.clear();
+        // Data only in the last partitions: 1 partition, then 4x more, then the rest.
+        let sparse = sc.parallelize((0..20).collect::<Vec<u32>>(), 20).filter(|x| *x >= 18);
+        assert_eq!(sparse.take(1).unwrap(), vec![18]);
+        let jobs: Vec<usize> = log
+            .events(sc)
+            .iter()
+            .filter_map(|e| match e {
+                ListenerEvent::StageSubmitted { num_tasks, .. } => Some(*num_tasks),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(jobs, vec![1, 4, 15], "partitions scanned per round");
+    });
+}
