@@ -12,6 +12,8 @@ use ember_core::codec::ShippableFn;
 use ember_core::rdd::{EmptyRdd, ParallelCollectionRdd, RangeRdd, TextFileRdd, UnionRdd};
 use ember_core::sinks::ResultSink;
 use ember_core::{BoxIter, Data, TaskContext};
+use ember_deploy::local_cluster::LocalClusterConfig;
+use ember_deploy::LocalCluster;
 use ember_executor::{Executor, ExecutorConfig};
 use ember_scheduler::event_loop::{LoopConfig, LoopMsg};
 use ember_scheduler::{DriverHandle, JobMsg, Listener, ListenerBus};
@@ -19,6 +21,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds a [`Context`]: master URL, application name, `ember.*` settings.
 pub struct ContextBuilder {
@@ -50,6 +53,14 @@ impl ContextBuilder {
     }
 }
 
+/// Where executors live.
+enum Deployment {
+    /// One executor inside this process.
+    Local(Arc<Executor>),
+    /// Executor processes started by this driver.
+    Cluster(Arc<LocalCluster>),
+}
+
 pub(crate) struct ContextInner {
     conf: Conf,
     master: MasterUrl,
@@ -59,7 +70,7 @@ pub(crate) struct ContextInner {
     next_broadcast_id: AtomicU64,
     driver: DriverHandle,
     bus: Arc<ListenerBus>,
-    executor: Arc<Executor>,
+    deployment: Deployment,
     app_dir: PathBuf,
     max_result_size: u64,
     scale_up_factor: usize,
@@ -90,23 +101,24 @@ impl Context {
         for (k, v) in explicit.iter() {
             conf.set(k, v);
         }
-        let (threads, url_failures) = match &master {
-            MasterUrl::Local { threads, max_failures } => (*threads, *max_failures),
-            MasterUrl::LocalCluster { .. } => {
-                return Err(Error::MasterUrl {
-                    url: master_url.into(),
-                    reason: "local-cluster mode (executor processes) is not available in this build yet; \
-                             use local[N]"
-                        .into(),
-                })
-            }
+        if ember_executor::process::is_executor_process() {
+            return Err(Error::Stopped(
+                "this process was started as an Ember executor, but executor mode was not entered before main; \
+                 call ember::init() as the first line of main"
+                    .into(),
+            ));
+        }
+        let url_failures = match &master {
+            MasterUrl::Local { max_failures, .. } => *max_failures,
+            MasterUrl::LocalCluster { .. } => None,
         };
+        let slots = master.total_cores();
         let max_task_failures = match url_failures {
             Some(f) => f,
             None => conf.get_u64("ember.task.maxFailures")?.unwrap_or(4) as u32,
         };
         let default_parallelism =
-            conf.get_u64("ember.default.parallelism")?.map(|n| n as usize).unwrap_or(threads).max(1);
+            conf.get_u64("ember.default.parallelism")?.map(|n| n as usize).unwrap_or(slots).max(1);
         let base_dir = conf.get_string("ember.local.dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let app_dir = tempfile::Builder::new()
             .prefix("ember-app-")
@@ -116,35 +128,65 @@ impl Context {
         let bus = ListenerBus::start();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let (tx, rx) = crossbeam_channel::unbounded::<LoopMsg>();
-        let executor = Arc::new(Executor::new(
-            ExecutorConfig {
-                id: ExecutorId::from("driver"),
-                cores: threads,
-                dir: app_dir.join("executor-driver"),
-                memory_budget: conf.get_bytes("ember.memory.budget")?.unwrap_or(4 << 30) as usize,
-                compress: conf.get_bool("ember.shuffle.compress")?.unwrap_or(true),
-                block_size: conf.get_bytes("ember.shuffle.blockSize")?.unwrap_or(64 << 10) as usize,
-                block_address: String::new(),
-            },
-            Arc::new(LoopForwarder(tx.clone())),
-            None,
-        )?);
-        let (driver, loop_tx) = DriverHandle::start_with_channel(
-            LoopConfig {
-                max_task_failures,
-                max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
-            },
-            Box::new(LocalBackend { executor: executor.clone() }),
-            bus.clone(),
-            clock,
-            (tx, rx),
-        );
-        let _ = loop_tx.send(LoopMsg::ExecutorAdded { executor: ExecutorId::from("driver"), cores: threads });
+        let compress = conf.get_bool("ember.shuffle.compress")?.unwrap_or(true);
+        let block_size = conf.get_bytes("ember.shuffle.blockSize")?.unwrap_or(64 << 10) as usize;
+        let max_result_size = conf.get_bytes("ember.driver.maxResultSize")?.unwrap_or(1 << 30);
+        let loop_config = LoopConfig {
+            max_task_failures,
+            max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
+        };
+        let (deployment, backend): (Deployment, Box<dyn ember_scheduler::SchedulerBackend>) = match &master {
+            MasterUrl::Local { threads, .. } => {
+                let executor = Arc::new(Executor::new(
+                    ExecutorConfig {
+                        id: ExecutorId::from("driver"),
+                        cores: *threads,
+                        dir: app_dir.join("executor-driver"),
+                        memory_budget: conf.get_bytes("ember.memory.budget")?.unwrap_or(4 << 30) as usize,
+                        compress,
+                        block_size,
+                        block_address: String::new(),
+                    },
+                    Arc::new(LoopForwarder(tx.clone())),
+                    None,
+                )?);
+                let _ = tx.send(LoopMsg::ExecutorAdded { executor: ExecutorId::from("driver"), cores: *threads });
+                (Deployment::Local(executor.clone()), Box::new(LocalBackend { executor }))
+            }
+            MasterUrl::LocalCluster { executors, cores, memory_mib } => {
+                let cluster = Arc::new(LocalCluster::start(
+                    LocalClusterConfig {
+                        executors: *executors,
+                        cores: *cores,
+                        // An explicit ember.memory.budget wins over the URL's M.
+                        memory_bytes: match conf.get("ember.memory.budget") {
+                            Some(_) => conf.get_bytes("ember.memory.budget")?.unwrap_or(0) as usize,
+                            None => memory_mib << 20,
+                        },
+                        app_dir: app_dir.clone(),
+                        compress,
+                        block_size,
+                        max_direct_result: conf.get_bytes("ember.task.maxDirectResultSize")?.unwrap_or(1 << 20)
+                            as usize,
+                        max_result_size,
+                        heartbeat: conf
+                            .get_duration("ember.executor.heartbeatInterval")?
+                            .unwrap_or(Duration::from_secs(10)),
+                        max_frame: conf.get_bytes("ember.rpc.maxFrameSize")?.unwrap_or(512 << 20) as usize,
+                        register_timeout: Duration::from_secs(60),
+                    },
+                    tx.clone(),
+                )?);
+                let backend = cluster.endpoint().backend();
+                (Deployment::Cluster(cluster), Box::new(backend))
+            }
+        };
+        let (driver, _loop_tx) = DriverHandle::start_with_channel(loop_config, backend, bus.clone(), clock, (tx, rx));
         let show_progress = conf.get_bool("ember.ui.showConsoleProgress")?.unwrap_or(true);
         let progress = ConsoleProgressBar::start_if_terminal(show_progress, &bus);
         Ok(Context {
             inner: Arc::new(ContextInner {
-                max_result_size: conf.get_bytes("ember.driver.maxResultSize")?.unwrap_or(1 << 30),
+                max_result_size,
                 scale_up_factor: conf.get_u64("ember.rdd.limit.scaleUpFactor")?.unwrap_or(4).max(2) as usize,
                 conf,
                 master,
@@ -154,7 +196,7 @@ impl Context {
                 next_broadcast_id: AtomicU64::new(0),
                 driver,
                 bus,
-                executor,
+                deployment,
                 app_dir,
                 progress,
                 stopped: AtomicBool::new(false),
@@ -254,7 +296,18 @@ impl Context {
     /// (0 when no task is running; tests use it to check nothing leaks).
     pub fn executor_memory_used(&self) -> usize {
         use ember_core::TaskEnv;
-        self.inner.executor.env().memory_pool().used()
+        match &self.inner.deployment {
+            Deployment::Local(e) => e.env().memory_pool().used(),
+            Deployment::Cluster(c) => c.endpoint().memory_used(Duration::from_secs(10)).unwrap_or(u64::MAX) as usize,
+        }
+    }
+
+    /// Process ids of executor processes (empty in `local` mode).
+    pub fn executor_pids(&self) -> Vec<u32> {
+        match &self.inner.deployment {
+            Deployment::Local(_) => Vec::new(),
+            Deployment::Cluster(c) => c.executor_pids().into_iter().map(|(_, pid)| pid).collect(),
+        }
     }
 
     /// This application's scratch directory (shuffle files live below it).
@@ -263,7 +316,12 @@ impl Context {
     }
 
     pub(crate) fn unpersist_rdd(&self, rdd: RddId) {
-        self.inner.executor.env().blocks().remove_rdd(rdd.0);
+        match &self.inner.deployment {
+            Deployment::Local(e) => {
+                e.env().blocks().remove_rdd(rdd.0);
+            }
+            Deployment::Cluster(c) => c.endpoint().broadcast(|| ember_rpc::ToExecutor::UnpersistRdd { rdd_id: rdd.0 }),
+        }
     }
 
     /// Runs `f(state, task context, partition)` on each of `partitions` and
@@ -332,7 +390,10 @@ impl ContextInner {
             return;
         }
         self.driver.stop();
-        self.executor.stop();
+        match &self.deployment {
+            Deployment::Local(e) => e.stop(),
+            Deployment::Cluster(c) => c.stop(),
+        }
         if let Some(p) = &self.progress {
             p.stop();
         }

@@ -30,6 +30,23 @@
 //!
 //! See `ARCHITECTURE.md` for how a job travels through the crates.
 
+/// Turns this process into an executor, before `main`, when a driver started
+/// it as one (`EMBER_EXECUTOR_MODE=1`). Linking Ember is all a program needs:
+/// the same binary is the driver when a user runs it and an executor when a
+/// driver launches it, and an executor never runs the user's `main`.
+#[ctor::ctor]
+fn enter_executor_mode_before_main() {
+    ember_executor::process::run_if_requested();
+}
+
+/// Enters executor mode if this process was launched as an executor, and
+/// never returns in that case. The pre-`main` hook already does this on
+/// Linux; calling it first thing in `main` is the portable rule, and
+/// harmless where the hook ran.
+pub fn init() {
+    ember_executor::process::run_if_requested();
+}
+
 pub mod broadcast;
 pub mod context;
 pub mod local_backend;

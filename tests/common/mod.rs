@@ -5,7 +5,7 @@
 use ember::prelude::*;
 
 /// Masters the RDD suites run on.
-pub const MASTERS: &[&str] = &["local[2]"];
+pub const MASTERS: &[&str] = &["local[2]", "local-cluster[2,1,1024]"];
 
 /// Runs `f` against a fresh context for every master.
 pub fn each_master(f: impl Fn(&Context)) {

@@ -17,6 +17,8 @@ pub enum TaskFailure {
     FetchFailed { shuffle_id: u64, map_index: usize, reduce_id: usize, message: String },
     /// The task was killed on request (cancellation, or a superseded attempt).
     Killed { reason: String },
+    /// The task's result exceeds `ember.driver.maxResultSize`; retrying cannot help.
+    ResultTooLarge { size: u64, limit: u64 },
 }
 
 impl std::fmt::Display for TaskFailure {
@@ -28,6 +30,10 @@ impl std::fmt::Display for TaskFailure {
                 write!(f, "fetch failed for shuffle {shuffle_id} map {map_index} reduce {reduce_id}: {message}")
             }
             TaskFailure::Killed { reason } => write!(f, "task killed: {reason}"),
+            TaskFailure::ResultTooLarge { size, limit } => write!(
+                f,
+                "Total size of serialized results ({size} bytes) is bigger than ember.driver.maxResultSize ({limit} bytes)"
+            ),
         }
     }
 }

@@ -36,6 +36,10 @@ pub enum TaskOutput {
     Result(Vec<u8>),
     /// A shuffle-map task's output location.
     MapStatus(MapStatus),
+    /// A result too large for a status update, held by the executor's block
+    /// server until the driver fetches it (only on the wire; the driver
+    /// turns it back into `Result` before scheduling sees it).
+    Stored { size: u64 },
 }
 
 /// Services an executor offers to the tasks it runs.

@@ -10,6 +10,7 @@ pub mod block_manager;
 pub mod env;
 pub mod executor;
 pub mod pool;
+pub mod process;
 
 pub use env::{ExecutorConfig, ExecutorEnv};
 pub use executor::{Executor, ExecutorBackend};

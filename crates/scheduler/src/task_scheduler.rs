@@ -230,6 +230,17 @@ impl TaskScheduler {
                     }
                 }
                 TaskFailure::Killed { .. } => {}
+                TaskFailure::ResultTooLarge { .. } => {
+                    tsm.zombie = true;
+                    out.push(TsOutput::Dag(DagEvent::TaskSetFailed {
+                        stage_id,
+                        stage_attempt,
+                        reason: failure.to_string(),
+                    }));
+                    for kill in self.kill_running_of(rt.key) {
+                        out.push(kill);
+                    }
+                }
                 _ if tsm.succeeded[rt.index] || tsm.zombie => {}
                 _ => {
                     tsm.failures[rt.index] += 1;

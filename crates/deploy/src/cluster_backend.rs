@@ -1,0 +1,274 @@
+//! The driver endpoint for executor processes. One authenticated, long-lived
+//! connection per executor carries every control message both ways; a
+//! writer task per executor drains an unbounded channel, so the scheduler's
+//! event loop never waits on the network.
+
+use crossbeam_channel::Sender;
+use ember_common::{ExecutorId, TaskFailure, TaskId};
+use ember_core::task::{TaskOutput, TaskState};
+use ember_rpc::{
+    accept, BlockClients, BlockRequest, BlockResponse, ConnReader, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION,
+};
+use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
+use ember_scheduler::task_scheduler::Launch;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Driver-side settings for executor connections.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub max_frame: usize,
+    /// Results larger than this fail their job without being fetched.
+    pub max_result_size: u64,
+}
+
+struct ExecutorConn {
+    tx: mpsc::UnboundedSender<ToExecutor>,
+}
+
+struct Shared {
+    secret: Secret,
+    settings: ClusterSettings,
+    loop_tx: Sender<LoopMsg>,
+    executors: Mutex<HashMap<ExecutorId, ExecutorConn>>,
+    memory_reports: Mutex<HashMap<ExecutorId, u64>>,
+    blocks: BlockClients,
+    refusals: Mutex<Vec<String>>,
+}
+
+/// Accepts executor connections and routes their messages.
+pub struct DriverEndpoint {
+    shared: Arc<Shared>,
+    address: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl DriverEndpoint {
+    /// Binds on loopback and starts accepting executors on `runtime`.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        secret: Secret,
+        settings: ClusterSettings,
+        loop_tx: Sender<LoopMsg>,
+    ) -> std::io::Result<Self> {
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
+        let address = listener.local_addr()?.to_string();
+        let shared = Arc::new(Shared {
+            blocks: BlockClients::new(runtime.handle().clone(), secret.clone(), settings.max_frame),
+            secret,
+            settings,
+            loop_tx,
+            executors: Mutex::new(HashMap::new()),
+            memory_reports: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(Vec::new()),
+        });
+        runtime.spawn(accept_loop(listener, shared.clone()));
+        Ok(DriverEndpoint { shared, address, runtime: runtime.handle().clone() })
+    }
+
+    /// Where executors connect.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn registered(&self) -> Vec<ExecutorId> {
+        let mut v: Vec<ExecutorId> = self.shared.executors.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Reasons connections or registrations were refused (for diagnostics and tests).
+    pub fn refusals(&self) -> Vec<String> {
+        self.shared.refusals.lock().clone()
+    }
+
+    pub fn send(&self, executor: &ExecutorId, msg: ToExecutor) -> bool {
+        self.shared.executors.lock().get(executor).is_some_and(|c| c.tx.send(msg).is_ok())
+    }
+
+    pub fn broadcast(&self, make: impl Fn() -> ToExecutor) {
+        for c in self.shared.executors.lock().values() {
+            let _ = c.tx.send(make());
+        }
+    }
+
+    /// Memory reserved across executors right now (asks each one).
+    pub fn memory_used(&self, timeout: Duration) -> Option<u64> {
+        let ids = self.registered();
+        self.shared.memory_reports.lock().clear();
+        self.broadcast(|| ToExecutor::ReportMemory);
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let reports = self.shared.memory_reports.lock();
+                if ids.iter().all(|id| reports.contains_key(id)) {
+                    return Some(reports.values().sum());
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn backend(&self) -> ClusterBackend {
+        ClusterBackend { shared: self.shared.clone(), _runtime: self.runtime.clone() }
+    }
+}
+
+fn refuse(shared: &Shared, reason: String) {
+    tracing::warn!(%reason, "refused an executor");
+    shared.refusals.lock().push(reason);
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { return };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (mut reader, mut writer) =
+                match accept(stream, &shared.secret, PROTOCOL_VERSION, shared.settings.max_frame).await {
+                    Ok(c) => c,
+                    Err(e) => return refuse(&shared, format!("connection from {peer}: {e}")),
+                };
+            let (id, cores, block_address) = match reader.recv::<ToDriver>().await {
+                Ok(ToDriver::RegisterExecutor {
+                    executor_id,
+                    block_address,
+                    cores,
+                    exe_hash,
+                    protocol_version,
+                    ..
+                }) => {
+                    let problem = if protocol_version != PROTOCOL_VERSION {
+                        Some(format!("protocol version {protocol_version}, driver speaks {PROTOCOL_VERSION}"))
+                    } else if &exe_hash != ember_core::codec::exe_hash() {
+                        Some(format!(
+                            "executable hash {} differs from the driver's {}; executors must run the driver's binary",
+                            ember_core::codec::hex(&exe_hash),
+                            ember_core::codec::hex(ember_core::codec::exe_hash())
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = problem {
+                        let _ = writer.send(&ToExecutor::RegisterExecutorFailed { reason: reason.clone() }).await;
+                        return refuse(&shared, format!("executor {executor_id}: {reason}"));
+                    }
+                    (ExecutorId(executor_id), cores, block_address)
+                }
+                Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
+                Err(e) => return refuse(&shared, format!("{peer}: {e}")),
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+            let _ = tx.send(ToExecutor::RegisteredExecutor);
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    if writer.send(&msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            shared.executors.lock().insert(id.clone(), ExecutorConn { tx });
+            let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id.clone(), cores });
+            let reason = serve_executor(&shared, &id, &block_address, &mut reader).await;
+            shared.executors.lock().remove(&id);
+            let _ = shared.loop_tx.send(LoopMsg::ExecutorLost { executor: id, reason });
+        });
+    }
+}
+
+/// Reads an executor's messages until its connection ends; returns why.
+async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, reader: &mut ConnReader) -> String {
+    loop {
+        match reader.recv::<ToDriver>().await {
+            Ok(ToDriver::StatusUpdate { task_id, state }) => {
+                let state = resolve_stored(shared, block_address, task_id, state).await;
+                let _ = shared.loop_tx.send(LoopMsg::StatusUpdate { task_id, state });
+            }
+            Ok(ToDriver::Heartbeat { .. }) => {}
+            Ok(ToDriver::MemoryReport { used }) => {
+                shared.memory_reports.lock().insert(id.clone(), used);
+            }
+            Ok(ToDriver::RegisterExecutor { .. }) => return format!("{id} registered twice"),
+            Err(e) => return format!("connection to {id} ended: {e}"),
+        }
+    }
+}
+
+/// Fetches a result parked in the executor's block server, unless it is over the limit.
+async fn resolve_stored(shared: &Shared, block_address: &str, task_id: TaskId, state: TaskState) -> TaskState {
+    let TaskState::Finished { output: TaskOutput::Stored { size }, metrics } = state else { return state };
+    let limit = shared.settings.max_result_size;
+    if limit > 0 && size > limit {
+        return TaskState::Failed { failure: TaskFailure::ResultTooLarge { size, limit }, metrics };
+    }
+    match shared.blocks.fetch(block_address, BlockRequest::TaskResult { task_id }).await {
+        Ok(BlockResponse::Bytes(bytes)) => TaskState::Finished { output: TaskOutput::Result(bytes), metrics },
+        Ok(BlockResponse::Missing(m)) => TaskState::Failed {
+            failure: TaskFailure::Error { message: format!("result of {task_id} lost: {m}") },
+            metrics,
+        },
+        Err(e) => TaskState::Failed {
+            failure: TaskFailure::Error { message: format!("cannot fetch the result of {task_id}: {e}") },
+            metrics,
+        },
+    }
+}
+
+/// The scheduler backend for executor processes.
+pub struct ClusterBackend {
+    shared: Arc<Shared>,
+    _runtime: tokio::runtime::Handle,
+}
+
+impl ClusterBackend {
+    fn send(&self, executor: &ExecutorId, msg: ToExecutor) {
+        if let Some(c) = self.shared.executors.lock().get(executor) {
+            let _ = c.tx.send(msg);
+        }
+    }
+}
+
+impl SchedulerBackend for ClusterBackend {
+    fn launch(&mut self, launch: Launch) {
+        let payload = launch.payload.map(|p| p.bytes.clone());
+        let exec = launch.executor.clone();
+        let task_id = launch.task.task_id;
+        let sent = self
+            .shared
+            .executors
+            .lock()
+            .get(&exec)
+            .is_some_and(|c| c.tx.send(ToExecutor::LaunchTask { task: launch.task, payload }).is_ok());
+        if !sent {
+            // The executor vanished between the offer and the launch: fail the attempt so it is retried.
+            let _ = self.shared.loop_tx.send(LoopMsg::StatusUpdate {
+                task_id,
+                state: TaskState::Failed {
+                    failure: TaskFailure::Error { message: format!("{exec} is gone") },
+                    metrics: Default::default(),
+                },
+            });
+        }
+    }
+
+    fn kill(&mut self, executor: &ExecutorId, task_id: TaskId, reason: &str) {
+        self.send(executor, ToExecutor::KillTask { task_id, reason: reason.to_string() });
+    }
+
+    fn release(&mut self, executor: &ExecutorId, payload_hash: [u8; 32]) {
+        self.send(executor, ToExecutor::ReleaseStage { payload_hash });
+    }
+
+    fn stop(&mut self) {
+        for c in self.shared.executors.lock().values() {
+            let _ = c.tx.send(ToExecutor::StopExecutor);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The executor process (Spark's `CoarseGrainedExecutorBackend`).
+//!
+//! A driver launches executors by running its *own executable* with
+//! `EMBER_EXECUTOR_MODE=1` and the settings below in the environment, and the
+//! application secret on stdin (never on the command line). Before the
+//! user's `main` runs, [`run_if_requested`] sees the marker and turns the
+//! process into an executor, which:
+//!
+//! 1. starts its block server (shuffle segments and large task results);
+//! 2. connects to the driver, authenticates, and sends `RegisterExecutor`
+//!    with its executable hash and protocol version, then waits for
+//!    `RegisteredExecutor` (or exits with the driver's refusal);
+//! 3. runs `LaunchTask`s on its [`Executor`], answers `KillTask`,
+//!    `ReleaseStage`, `UnpersistRdd`, `ReportMemory`, and reports every
+//!    `StatusUpdate`; results over `maxDirectResultSize` stay in the block
+//!    server until the driver fetches them;
+//! 4. heartbeats; and exits when told to (`StopExecutor`, `Shutdown`) or when
+//!    the driver connection ends for any reason — so executors never outlive
+//!    their driver.
+
+use crate::env::{ExecutorConfig, RemoteFetcher};
+use crate::executor::{Executor, ExecutorBackend};
+use ember_common::{ExecutorId, TaskFailure, TaskId};
+use ember_core::task::{MapStatus, StagePayload, TaskEnv, TaskOutput, TaskState};
+use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
+use ember_rpc::{
+    accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// True when this process was launched as an executor.
+pub fn is_executor_process() -> bool {
+    std::env::var_os(EXECUTOR_MODE_ENV).is_some_and(|v| v == "1")
+}
+
+/// If this process was launched as an executor, runs it and exits; otherwise returns.
+pub fn run_if_requested() {
+    if !is_executor_process() {
+        return;
+    }
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ember executor: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> Result<(), String> {
+    let config = ProcessConfig::from_env()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
+    let secret = Secret::from_hex(&line).ok_or("stdin did not carry a valid application secret")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ember-executor-io")
+        // Large lineages are dropped here when stages are released.
+        .thread_stack_size(64 << 20)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let result = runtime.block_on(serve(config, secret));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Sends status updates to the driver, parking large results in the block server.
+struct DriverLink {
+    out: mpsc::UnboundedSender<ToDriver>,
+    results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>>,
+    max_direct_result: usize,
+}
+
+impl ExecutorBackend for DriverLink {
+    fn status_update(&self, task_id: TaskId, state: TaskState) {
+        let state = match state {
+            TaskState::Finished { output: TaskOutput::Result(bytes), metrics }
+                if bytes.len() > self.max_direct_result =>
+            {
+                let size = bytes.len() as u64;
+                self.results.lock().insert(task_id, bytes);
+                TaskState::Finished { output: TaskOutput::Stored { size }, metrics }
+            }
+            other => other,
+        };
+        let _ = self.out.send(ToDriver::StatusUpdate { task_id, state });
+    }
+}
+
+/// Fetches shuffle segments from other executors' block servers.
+struct ShuffleFetcher {
+    clients: Arc<BlockClients>,
+}
+
+impl RemoteFetcher for ShuffleFetcher {
+    fn fetch(
+        &self,
+        status: &MapStatus,
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    ) -> Result<Vec<u8>, TaskFailure> {
+        let failed = |message: String| TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message };
+        let expected = status.partition_lengths.get(reduce_id).copied().unwrap_or(0);
+        match self
+            .clients
+            .fetch_blocking(&status.address, BlockRequest::ShuffleSegment { shuffle_id, map_index, reduce_id })
+        {
+            Ok(BlockResponse::Bytes(b)) if b.len() as u64 == expected => Ok(b),
+            Ok(BlockResponse::Bytes(b)) => {
+                Err(failed(format!("{} returned {} bytes, expected {expected}", status.executor, b.len())))
+            }
+            Ok(BlockResponse::Missing(m)) => Err(failed(format!("{}: {m}", status.executor))),
+            Err(e) => Err(failed(format!("cannot fetch from {} at {}: {e}", status.executor, status.address))),
+        }
+    }
+}
+
+async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
+    let block_listener =
+        TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the block server: {e}"))?;
+    let block_address = block_listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let stream = TcpStream::connect(&config.driver_address)
+        .await
+        .map_err(|e| format!("cannot reach the driver at {}: {e}", config.driver_address))?;
+    let (mut reader, mut writer) = connect(stream, &secret, PROTOCOL_VERSION, config.max_frame)
+        .await
+        .map_err(|e| format!("cannot connect to the driver: {e}"))?;
+    writer
+        .send(&ToDriver::RegisterExecutor {
+            executor_id: config.executor_id.clone(),
+            host: "127.0.0.1".into(),
+            block_address: block_address.clone(),
+            cores: config.cores,
+            exe_hash: *ember_core::codec::exe_hash(),
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+        .map_err(|e| format!("cannot register: {e}"))?;
+    match reader.recv::<ToExecutor>().await.map_err(|e| format!("no registration reply: {e}"))? {
+        ToExecutor::RegisteredExecutor => {}
+        ToExecutor::RegisterExecutorFailed { reason } => return Err(format!("registration refused: {reason}")),
+        other => return Err(format!("unexpected reply to registration: {other:?}")),
+    }
+
+    let (out, mut out_rx) = mpsc::unbounded_channel::<ToDriver>();
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if writer.send(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>> = Arc::default();
+    let clients = Arc::new(BlockClients::new(tokio::runtime::Handle::current(), secret.clone(), config.max_frame));
+    let executor = Arc::new(
+        Executor::new(
+            ExecutorConfig {
+                id: ExecutorId(config.executor_id.clone()),
+                cores: config.cores,
+                dir: config.dir.clone(),
+                memory_budget: config.memory_budget,
+                compress: config.compress,
+                block_size: config.block_size,
+                block_address: block_address.clone(),
+            },
+            Arc::new(DriverLink {
+                out: out.clone(),
+                results: results.clone(),
+                max_direct_result: config.max_direct_result,
+            }),
+            Some(Arc::new(ShuffleFetcher { clients })),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    tokio::spawn(serve_blocks(block_listener, secret, executor.clone(), results, config.max_frame));
+    let heartbeat_out = out.clone();
+    let id = config.executor_id.clone();
+    let interval = config.heartbeat;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if heartbeat_out.send(ToDriver::Heartbeat { executor_id: id.clone() }).is_err() {
+                return;
+            }
+        }
+    });
+
+    loop {
+        match reader.recv::<ToExecutor>().await {
+            Ok(ToExecutor::LaunchTask { task, payload }) => {
+                let payload = payload.map(|bytes| Arc::new(StagePayload { hash: task.payload_hash, bytes }));
+                executor.launch_task(task, payload);
+            }
+            Ok(ToExecutor::KillTask { task_id, reason }) => executor.kill_task(task_id, &reason),
+            Ok(ToExecutor::ReleaseStage { payload_hash }) => executor.release_stage(&payload_hash),
+            Ok(ToExecutor::UnpersistRdd { rdd_id }) => {
+                executor.env().blocks().remove_rdd(rdd_id);
+            }
+            Ok(ToExecutor::ReportMemory) => {
+                let _ = out.send(ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
+            }
+            Ok(ToExecutor::StopExecutor) | Ok(ToExecutor::Shutdown) => break,
+            Ok(ToExecutor::RegisteredExecutor) | Ok(ToExecutor::RegisterExecutorFailed { .. }) => {}
+            Err(e) => {
+                tracing::info!(error = %e, "driver connection ended; exiting");
+                break;
+            }
+        }
+    }
+    let ex = executor.clone();
+    let _ = tokio::task::spawn_blocking(move || ex.stop()).await;
+    Ok(())
+}
+
+/// Serves shuffle segments and parked results to authenticated peers.
+async fn serve_blocks(
+    listener: TcpListener,
+    secret: Secret,
+    executor: Arc<Executor>,
+    results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>>,
+    max_frame: usize,
+) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { return };
+        let (secret, executor, results) = (secret.clone(), executor.clone(), results.clone());
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = match accept(stream, &secret, PROTOCOL_VERSION, max_frame).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "refused a block connection");
+                    return;
+                }
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel::<(u64, BlockResponse)>();
+            tokio::spawn(async move {
+                while let Some(resp) = rx.recv().await {
+                    if writer.send(&resp).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Ok((id, req)) = reader.recv::<(u64, BlockRequest)>().await {
+                let (executor, results, tx) = (executor.clone(), results.clone(), tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let resp = match req {
+                        BlockRequest::ShuffleSegment { shuffle_id, map_index, reduce_id } => {
+                            let (data, index) = executor.env().map_output_paths(shuffle_id, map_index);
+                            match ember_shuffle::read_segment(&data, &index, reduce_id) {
+                                Ok(b) => BlockResponse::Bytes(b),
+                                Err(e) => BlockResponse::Missing(e.to_string()),
+                            }
+                        }
+                        BlockRequest::TaskResult { task_id } => match results.lock().remove(&task_id) {
+                            Some(b) => BlockResponse::Bytes(b),
+                            None => BlockResponse::Missing(format!("no stored result for {task_id}")),
+                        },
+                    };
+                    let _ = tx.send((id, resp));
+                });
+            }
+        });
+    }
+}

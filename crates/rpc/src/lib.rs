@@ -1,0 +1,20 @@
+//! Ember's wire protocol.
+//!
+//! - [`frame`]: long-lived TCP connections carrying length-delimited frames,
+//!   each authenticated with HMAC-SHA256 under a per-connection session key
+//!   derived from the application secret during a mutual challenge-response
+//!   handshake; a size limit is checked before any frame is buffered.
+//! - [`messages`]: the versioned messages between driver and executors
+//!   (the seeds' `RegisterExecutor`, `LaunchTask`, `StatusUpdate`, ...) and
+//!   between block clients and block servers.
+//! - [`client`]: a request/response client that multiplexes many concurrent
+//!   calls over one connection per peer.
+
+pub mod client;
+pub mod frame;
+pub mod launch;
+pub mod messages;
+
+pub use client::{BlockClient, BlockClients, RpcClient};
+pub use frame::{accept, connect, ConnReader, ConnWriter, RpcError, Secret};
+pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};

@@ -1,0 +1,83 @@
+//! The messages, as the seeds name them. Versioned by [`PROTOCOL_VERSION`],
+//! which both sides check during the handshake, before any message.
+
+use ember_common::TaskId;
+use ember_core::task::{TaskDescription, TaskState};
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to frames or messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Executor → driver (`CoarseGrainedExecutorBackend` → `DriverEndpoint`).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToDriver {
+    RegisterExecutor {
+        executor_id: String,
+        host: String,
+        /// Address of the executor's block server (shuffle segments, large results).
+        block_address: String,
+        cores: usize,
+        /// BLAKE3 of the executor's executable; must equal the driver's.
+        exe_hash: [u8; 32],
+        protocol_version: u32,
+    },
+    StatusUpdate {
+        task_id: TaskId,
+        state: TaskState,
+    },
+    Heartbeat {
+        executor_id: String,
+    },
+    MemoryReport {
+        used: u64,
+    },
+}
+
+/// Driver → executor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToExecutor {
+    RegisteredExecutor,
+    RegisterExecutorFailed {
+        reason: String,
+    },
+    /// `payload` is the stage attempt, sent with the first task of that attempt only.
+    LaunchTask {
+        task: TaskDescription,
+        payload: Option<Vec<u8>>,
+    },
+    KillTask {
+        task_id: TaskId,
+        reason: String,
+    },
+    ReleaseStage {
+        payload_hash: [u8; 32],
+    },
+    UnpersistRdd {
+        rdd_id: u64,
+    },
+    ReportMemory,
+    /// Finish and exit (the driver is stopping).
+    StopExecutor,
+    /// Exit now.
+    Shutdown,
+}
+
+/// A request to an executor's block server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BlockRequest {
+    ShuffleSegment {
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    },
+    /// A task result too large for its status update (taken once).
+    TaskResult {
+        task_id: TaskId,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BlockResponse {
+    Bytes(Vec<u8>),
+    Missing(String),
+}
