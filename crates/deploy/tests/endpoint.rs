@@ -1,0 +1,130 @@
+//! The driver endpoint refuses what it must: peers without the application
+//! secret, executors running another executable or protocol version, and
+//! malformed frames — each with a recorded reason, and without disturbing
+//! the executors that are registered.
+
+use crossbeam_channel::unbounded;
+use ember_deploy::{ClusterSettings, DriverEndpoint};
+use ember_rpc::{connect, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
+use ember_scheduler::event_loop::LoopMsg;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+fn endpoint(secret: &Secret) -> (tokio::runtime::Runtime, DriverEndpoint, crossbeam_channel::Receiver<LoopMsg>) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, rx) = unbounded();
+    let ep = DriverEndpoint::start(
+        &rt,
+        secret.clone(),
+        ClusterSettings { max_frame: 1 << 20, max_result_size: 1 << 30 },
+        tx,
+    )
+    .unwrap();
+    (rt, ep, rx)
+}
+
+fn register(exe_hash: [u8; 32], protocol_version: u32, id: &str) -> ToDriver {
+    ToDriver::RegisterExecutor {
+        executor_id: id.into(),
+        host: "127.0.0.1".into(),
+        block_address: "127.0.0.1:1".into(),
+        cores: 1,
+        exe_hash,
+        protocol_version,
+    }
+}
+
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let secret = Secret::generate();
+    let (rt, ep, _rx) = endpoint(&secret);
+    let addr = ep.address().to_string();
+    let err = rt
+        .block_on(async {
+            let stream = TcpStream::connect(&addr).await.unwrap();
+            connect(stream, &Secret::generate(), PROTOCOL_VERSION, 1 << 20).await.map(|_| ())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("secret"), "{err}");
+    assert!(ep.registered().is_empty());
+    // The refusal is logged without the secret.
+    wait_for(|| !ep.refusals().is_empty());
+    assert!(!ep.refusals()[0].contains(&secret.to_hex()[..16]));
+}
+
+#[test]
+fn an_executor_running_another_binary_is_refused() {
+    let secret = Secret::generate();
+    let (rt, ep, rx) = endpoint(&secret);
+    let addr = ep.address().to_string();
+    let reply = rt.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        let mut other = *ember_core::codec::exe_hash();
+        other[0] ^= 0xff;
+        w.send(&register(other, PROTOCOL_VERSION, "impostor")).await.unwrap();
+        r.recv::<ToExecutor>().await.unwrap()
+    });
+    match reply {
+        ToExecutor::RegisterExecutorFailed { reason } => assert!(reason.contains("executable hash"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(ep.registered().is_empty());
+    assert!(rx.try_recv().is_err(), "nothing reached the scheduler");
+    assert!(ep.refusals().iter().any(|r| r.contains("impostor")));
+}
+
+#[test]
+fn a_mismatched_protocol_version_is_refused_at_the_handshake() {
+    let secret = Secret::generate();
+    let (rt, ep, _rx) = endpoint(&secret);
+    let addr = ep.address().to_string();
+    let result = rt.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        connect(stream, &secret, PROTOCOL_VERSION + 1, 1 << 20).await.map(|_| ())
+    });
+    assert!(result.is_err());
+    wait_for(|| ep.refusals().iter().any(|r| r.contains("protocol version")));
+}
+
+#[test]
+fn garbage_and_oversized_frames_close_only_that_connection() {
+    let secret = Secret::generate();
+    let (rt, ep, rx) = endpoint(&secret);
+    let addr = ep.address().to_string();
+    rt.block_on(async {
+        // Random bytes, then a frame header announcing 1 GiB (over the 1 MiB limit).
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"\x00\x00\x00\x05hello-not-ember").await.unwrap();
+        let mut s2 = TcpStream::connect(&addr).await.unwrap();
+        s2.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+        s2.write_all(&[0u8; 64]).await.unwrap();
+    });
+    wait_for(|| ep.refusals().len() >= 2);
+    // A well-behaved executor still registers afterwards.
+    let registered = rt.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "good")).await.unwrap();
+        let reply = r.recv::<ToExecutor>().await.unwrap();
+        (reply, r, w)
+    });
+    assert!(matches!(registered.0, ToExecutor::RegisteredExecutor));
+    wait_for(|| ep.registered().len() == 1);
+    assert!(matches!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), LoopMsg::ExecutorAdded { cores: 1, .. }));
+    // Closing the connection is reported as a lost executor.
+    drop(registered);
+    match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+        LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.0, "good"),
+        _ => panic!("expected ExecutorLost"),
+    }
+}

@@ -1,0 +1,157 @@
+//! `local-cluster` specifics: executors are child processes running the
+//! driver's own executable, large results travel through the executors'
+//! block servers, and no executor outlives its driver — whether the driver
+//! finishes, panics, or is killed.
+
+mod common;
+
+use common::EventLog;
+use ember::prelude::*;
+use ember::ListenerEvent;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "local-cluster[2,1,256]";
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Field 3 is the state; a zombie has exited.
+        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn quiet(builder: ember::ContextBuilder) -> ember::ContextBuilder {
+    builder.set("ember.ui.showConsoleProgress", "false")
+}
+
+#[test]
+fn executors_are_child_processes_running_the_driver_binary() {
+    let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+    let pids = sc.executor_pids();
+    assert_eq!(pids.len(), 2);
+    let me = std::env::current_exe().unwrap();
+    for pid in &pids {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, me, "executor {pid} runs the driver's executable");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(ppid, std::process::id());
+    }
+    // Tasks really run in those processes.
+    let rdd = sc.parallelize((0..4).collect::<Vec<u32>>(), 4);
+    let task_pids: Vec<u32> = sc
+        .run_job(&rdd, (0..4).collect(), (), |_: &(), _: &TaskContext, _: BoxIter<u32>| Ok(std::process::id()))
+        .unwrap();
+    assert!(task_pids.iter().all(|p| pids.contains(p)), "{task_pids:?} vs {pids:?}");
+    sc.stop();
+    wait_until("executors exit after stop", Duration::from_secs(15), || pids.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn large_results_travel_through_the_block_server() {
+    let sc = quiet(Context::builder().master(CLUSTER).set("ember.task.maxDirectResultSize", "1k")).build().unwrap();
+    let log = EventLog::attach(&sc);
+    let data: Vec<u64> = (0..60_000).collect();
+    assert_eq!(sc.parallelize(data.clone(), 3).collect().unwrap(), data);
+    let sizes: Vec<u64> = log
+        .events(&sc)
+        .iter()
+        .filter_map(|e| match e {
+            ListenerEvent::TaskEnd { metrics, failure: None, .. } => Some(metrics.result_size),
+            _ => None,
+        })
+        .collect();
+    assert!(sizes.iter().all(|s| *s > 1024), "every result went indirect: {sizes:?}");
+    sc.stop();
+}
+
+#[test]
+fn a_result_over_max_result_size_fails_without_being_fetched() {
+    let sc = quiet(
+        Context::builder()
+            .master(CLUSTER)
+            .set("ember.task.maxDirectResultSize", "1k")
+            .set("ember.driver.maxResultSize", "64k"),
+    )
+    .build()
+    .unwrap();
+    let err = sc.parallelize((0..100_000u64).collect::<Vec<_>>(), 1).collect().unwrap_err().to_string();
+    assert!(err.contains("ember.driver.maxResultSize"), "{err}");
+    // The cluster is still usable.
+    assert_eq!(sc.parallelize((0..10u64).collect::<Vec<_>>(), 2).count().unwrap(), 10);
+    sc.stop();
+}
+
+const DRIVER_MODE: &str = "EMBER_TEST_DRIVER_MODE";
+const PID_FILE: &str = "EMBER_TEST_PID_FILE";
+
+/// Runs only when spawned by `executors_never_outlive_their_driver`: a driver
+/// that starts a cluster, runs a job, records its executors, then ends as told.
+#[test]
+fn driver_process_entry() {
+    let Ok(mode) = std::env::var(DRIVER_MODE) else { return };
+    let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+    assert_eq!(
+        sc.parallelize((0..100).collect::<Vec<u32>>(), 4)
+            .map(|x| (x % 3, x))
+            .reduce_by_key(|a, b| a + b, 2)
+            .count()
+            .unwrap(),
+        3
+    );
+    let pids: Vec<String> = sc.executor_pids().iter().map(|p| p.to_string()).collect();
+    let file = std::env::var(PID_FILE).unwrap();
+    std::fs::write(format!("{file}.tmp"), pids.join(" ")).unwrap();
+    std::fs::rename(format!("{file}.tmp"), &file).unwrap();
+    match mode.as_str() {
+        "finish" => {}
+        "panic" => panic!("driver panics on purpose"),
+        _ => std::thread::sleep(Duration::from_secs(60)),
+    }
+}
+
+fn run_driver(mode: &str, dir: &Path, kill_with: Option<&str>) {
+    let pid_file = dir.join(format!("pids-{mode}-{}", kill_with.unwrap_or("none")));
+    let mut driver = Command::new(std::env::current_exe().unwrap())
+        .args(["driver_process_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(DRIVER_MODE, mode)
+        .env(PID_FILE, &pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the driver reports its executors", Duration::from_secs(60), || pid_file.exists());
+    let pids: Vec<u32> =
+        std::fs::read_to_string(&pid_file).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2);
+    if let Some(signal) = kill_with {
+        assert!(Command::new("kill").args([signal, &driver.id().to_string()]).status().unwrap().success());
+    }
+    let _ = driver.wait();
+    wait_until(&format!("executors exit after the driver ({mode}, {kill_with:?})"), Duration::from_secs(20), || {
+        pids.iter().all(|p| !alive(*p))
+    });
+}
+
+#[test]
+fn executors_never_outlive_their_driver() {
+    if std::env::var(DRIVER_MODE).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run_driver("finish", dir.path(), None);
+    run_driver("panic", dir.path(), None);
+    run_driver("sleep", dir.path(), Some("-KILL"));
+    run_driver("sleep", dir.path(), Some("-TERM"));
+    run_driver("sleep", dir.path(), Some("-INT"));
+}
