@@ -172,6 +172,9 @@ impl Context {
                         heartbeat: conf
                             .get_duration("ember.executor.heartbeatInterval")?
                             .unwrap_or(Duration::from_secs(10)),
+                        network_timeout: conf
+                            .get_duration("ember.network.timeout")?
+                            .unwrap_or(Duration::from_secs(120)),
                         max_frame: conf.get_bytes("ember.rpc.maxFrameSize")?.unwrap_or(512 << 20) as usize,
                         register_timeout: Duration::from_secs(60),
                     },

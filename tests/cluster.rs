@@ -155,3 +155,36 @@ fn executors_never_outlive_their_driver() {
     run_driver("sleep", dir.path(), Some("-TERM"));
     run_driver("sleep", dir.path(), Some("-INT"));
 }
+
+#[test]
+fn a_silent_executor_is_declared_lost_and_jobs_still_run() {
+    let sc = quiet(
+        Context::builder()
+            .master(CLUSTER)
+            .set("ember.executor.heartbeatInterval", "100ms")
+            .set("ember.network.timeout", "1s"),
+    )
+    .build()
+    .unwrap();
+    let log = EventLog::attach(&sc);
+    let pids = sc.executor_pids();
+    // Freeze one executor: it stops heartbeating but its socket stays open.
+    assert!(Command::new("kill").args(["-STOP", &pids[0].to_string()]).status().unwrap().success());
+    wait_until("the frozen executor is declared lost", Duration::from_secs(20), || {
+        sc.wait_for_listeners();
+        log.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, ListenerEvent::ExecutorRemoved { reason, .. } if reason.contains("no heartbeat")))
+    });
+    // The remaining executor still runs jobs, including shuffles.
+    let n = sc
+        .parallelize((0..1000u32).collect::<Vec<_>>(), 4)
+        .map(|x| (x % 7, 1u32))
+        .reduce_by_key(|a, b| a + b, 3)
+        .count();
+    assert_eq!(n.unwrap(), 7);
+    let _ = Command::new("kill").args(["-KILL", &pids[0].to_string()]).status();
+    sc.stop();
+}

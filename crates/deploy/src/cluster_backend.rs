@@ -22,12 +22,17 @@ use tokio::sync::mpsc;
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
     pub max_frame: usize,
+    /// An executor silent this long (no heartbeat or other message) is declared lost.
+    pub network_timeout: Duration,
     /// Results larger than this fail their job without being fetched.
     pub max_result_size: u64,
 }
 
 struct ExecutorConn {
     tx: mpsc::UnboundedSender<ToExecutor>,
+    last_seen: Instant,
+    /// Wakes the connection's reader to drop it (heartbeat timeout).
+    cut: Arc<tokio::sync::Notify>,
 }
 
 struct Shared {
@@ -67,6 +72,7 @@ impl DriverEndpoint {
             refusals: Mutex::new(Vec::new()),
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
+        runtime.spawn(heartbeat_monitor(shared.clone()));
         Ok(DriverEndpoint { shared, address, runtime: runtime.handle().clone() })
     }
 
@@ -174,10 +180,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     }
                 }
             });
-            shared.executors.lock().insert(id.clone(), ExecutorConn { tx });
+            let cut = Arc::new(tokio::sync::Notify::new());
+            shared
+                .executors
+                .lock()
+                .insert(id.clone(), ExecutorConn { tx, last_seen: Instant::now(), cut: cut.clone() });
             let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id.clone(), cores });
-            let reason = serve_executor(&shared, &id, &block_address, &mut reader).await;
+            let timeout = shared.settings.network_timeout;
+            let reason = tokio::select! {
+                reason = serve_executor(&shared, &id, &block_address, &mut reader) => reason,
+                _ = cut.notified() => format!("no heartbeat from {id} for {timeout:?} (ember.network.timeout)"),
+            };
             shared.executors.lock().remove(&id);
+            tracing::warn!(executor = %id, %reason, "executor lost");
             let _ = shared.loop_tx.send(LoopMsg::ExecutorLost { executor: id, reason });
         });
     }
@@ -186,7 +201,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Reads an executor's messages until its connection ends; returns why.
 async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, reader: &mut ConnReader) -> String {
     loop {
-        match reader.recv::<ToDriver>().await {
+        let msg = reader.recv::<ToDriver>().await;
+        if let Some(c) = shared.executors.lock().get_mut(id) {
+            c.last_seen = Instant::now();
+        }
+        match msg {
             Ok(ToDriver::StatusUpdate { task_id, state }) => {
                 let state = resolve_stored(shared, block_address, task_id, state).await;
                 let _ = shared.loop_tx.send(LoopMsg::StatusUpdate { task_id, state });
@@ -197,6 +216,21 @@ async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, r
             }
             Ok(ToDriver::RegisterExecutor { .. }) => return format!("{id} registered twice"),
             Err(e) => return format!("connection to {id} ended: {e}"),
+        }
+    }
+}
+
+/// Declares executors lost when they have been silent for the network timeout.
+async fn heartbeat_monitor(shared: Arc<Shared>) {
+    let timeout = shared.settings.network_timeout;
+    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(50)));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for c in shared.executors.lock().values() {
+            if now.duration_since(c.last_seen) > timeout {
+                c.cut.notify_one();
+            }
         }
     }
 }

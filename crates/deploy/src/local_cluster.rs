@@ -32,6 +32,7 @@ pub struct LocalClusterConfig {
     pub max_direct_result: usize,
     pub max_result_size: u64,
     pub heartbeat: Duration,
+    pub network_timeout: Duration,
     pub max_frame: usize,
     pub register_timeout: Duration,
 }
@@ -59,7 +60,11 @@ impl LocalCluster {
         let endpoint = DriverEndpoint::start(
             &runtime,
             secret.clone(),
-            ClusterSettings { max_frame: config.max_frame, max_result_size: config.max_result_size },
+            ClusterSettings {
+                max_frame: config.max_frame,
+                network_timeout: config.network_timeout,
+                max_result_size: config.max_result_size,
+            },
             loop_tx,
         )
         .map_err(|e| Error::io("cannot open the driver endpoint", e))?;

@@ -17,7 +17,7 @@ fn endpoint(secret: &Secret) -> (tokio::runtime::Runtime, DriverEndpoint, crossb
     let ep = DriverEndpoint::start(
         &rt,
         secret.clone(),
-        ClusterSettings { max_frame: 1 << 20, max_result_size: 1 << 30 },
+        ClusterSettings { max_frame: 1 << 20, network_timeout: Duration::from_secs(120), max_result_size: 1 << 30 },
         tx,
     )
     .unwrap();
