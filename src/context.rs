@@ -305,6 +305,22 @@ impl Context {
         }
     }
 
+    /// Executor ids and process ids of executor processes (empty in `local` mode).
+    pub fn executor_processes(&self) -> Vec<(String, u32)> {
+        match &self.inner.deployment {
+            Deployment::Local(_) => Vec::new(),
+            Deployment::Cluster(c) => c.executor_pids().into_iter().map(|(id, pid)| (id.0, pid)).collect(),
+        }
+    }
+
+    /// Executors currently registered with the driver.
+    pub fn registered_executors(&self) -> usize {
+        match &self.inner.deployment {
+            Deployment::Local(_) => 1,
+            Deployment::Cluster(c) => c.endpoint().registered().len(),
+        }
+    }
+
     /// Process ids of executor processes (empty in `local` mode).
     pub fn executor_pids(&self) -> Vec<u32> {
         match &self.inner.deployment {

@@ -185,6 +185,80 @@ fn a_silent_executor_is_declared_lost_and_jobs_still_run() {
         .reduce_by_key(|a, b| a + b, 3)
         .count();
     assert_eq!(n.unwrap(), 7);
-    let _ = Command::new("kill").args(["-KILL", &pids[0].to_string()]).status();
+    // The replacer has normally reaped it already.
+    let _ = Command::new("kill").args(["-KILL", &pids[0].to_string()]).stderr(Stdio::null()).status();
     sc.stop();
+}
+
+/// Kills (SIGKILL) the executor that runs the first task of the `nth` stage submitted.
+struct KillOnTaskStart {
+    nth_stage: usize,
+    pids: std::collections::HashMap<String, u32>,
+    stages: std::sync::Mutex<Vec<ember_common::StageId>>,
+    killed: std::sync::Mutex<Option<u32>>,
+}
+
+impl ember::Listener for KillOnTaskStart {
+    fn on_event(&self, e: &ListenerEvent) {
+        match e {
+            ListenerEvent::StageSubmitted { stage_id, .. } => {
+                let mut s = self.stages.lock().unwrap();
+                if !s.contains(stage_id) {
+                    s.push(*stage_id);
+                }
+            }
+            ListenerEvent::TaskStart { stage_id, executor, .. } => {
+                let target = self.stages.lock().unwrap().get(self.nth_stage).copied();
+                let mut killed = self.killed.lock().unwrap();
+                if killed.is_none() && target == Some(*stage_id) {
+                    let pid = self.pids[&executor.0];
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                    *killed = Some(pid);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn killing_an_executor_mid_stage_does_not_change_the_answer() {
+    for nth_stage in [0, 1] {
+        let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+        let killer = std::sync::Arc::new(KillOnTaskStart {
+            nth_stage,
+            pids: sc.executor_processes().into_iter().collect(),
+            stages: Default::default(),
+            killed: Default::default(),
+        });
+        sc.add_listener(killer.clone());
+        let data: Vec<(u32, u64)> = (0..4000u64).map(|i| ((i % 97) as u32, i)).collect();
+        let mut expected = std::collections::BTreeMap::new();
+        for (k, v) in &data {
+            *expected.entry(*k).or_insert(0u64) += v;
+        }
+        // Slow partitions so the kill lands while the stage is running.
+        let sums: std::collections::BTreeMap<u32, u64> = sc
+            .parallelize(data, 8)
+            .map_partitions(|it| {
+                std::thread::sleep(Duration::from_millis(150));
+                it.collect::<Vec<_>>()
+            })
+            .reduce_by_key(|a, b| a + b, 4)
+            .map_partitions(|it| {
+                std::thread::sleep(Duration::from_millis(150));
+                it.collect::<Vec<_>>()
+            })
+            .collect()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(sums, expected, "stage {nth_stage}");
+        let victim = killer.killed.lock().unwrap().expect("an executor was killed");
+        assert!(!alive(victim));
+        // Capacity recovers: a replacement registers.
+        wait_until("a replacement executor registers", Duration::from_secs(30), || sc.registered_executors() == 2);
+        assert_eq!(sc.parallelize((0..10u32).collect::<Vec<_>>(), 4).count().unwrap(), 10);
+        sc.stop();
+    }
 }

@@ -43,6 +43,8 @@ struct Shared {
     memory_reports: Mutex<HashMap<ExecutorId, u64>>,
     blocks: BlockClients,
     refusals: Mutex<Vec<String>>,
+    /// Told about every lost executor (the launcher replaces them).
+    lost_watchers: Mutex<Vec<Sender<ExecutorId>>>,
 }
 
 /// Accepts executor connections and routes their messages.
@@ -70,6 +72,7 @@ impl DriverEndpoint {
             executors: Mutex::new(HashMap::new()),
             memory_reports: Mutex::new(HashMap::new()),
             refusals: Mutex::new(Vec::new()),
+            lost_watchers: Mutex::new(Vec::new()),
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
         runtime.spawn(heartbeat_monitor(shared.clone()));
@@ -120,6 +123,11 @@ impl DriverEndpoint {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Registers a channel that hears of every executor lost from now on.
+    pub fn watch_lost(&self, tx: Sender<ExecutorId>) {
+        self.shared.lost_watchers.lock().push(tx);
     }
 
     pub fn backend(&self) -> ClusterBackend {
@@ -193,6 +201,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             };
             shared.executors.lock().remove(&id);
             tracing::warn!(executor = %id, %reason, "executor lost");
+            for w in shared.lost_watchers.lock().iter() {
+                let _ = w.send(id.clone());
+            }
             let _ = shared.loop_tx.send(LoopMsg::ExecutorLost { executor: id, reason });
         });
     }

@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every executor of the cluster is started with.
@@ -40,14 +42,22 @@ pub struct LocalClusterConfig {
 pub struct LocalCluster {
     runtime: tokio::runtime::Runtime,
     endpoint: DriverEndpoint,
+    launcher: Arc<Launcher>,
+}
+
+/// Starts executor processes and keeps their handles.
+struct Launcher {
     children: Mutex<Vec<(ExecutorId, Child)>>,
     config: LocalClusterConfig,
     secret: Secret,
+    driver_address: String,
     next_id: Mutex<usize>,
+    stopping: AtomicBool,
 }
 
 impl LocalCluster {
     /// Starts the driver endpoint and E executor processes, and waits until all have registered.
+    /// Lost executors are replaced for as long as the cluster runs.
     pub fn start(config: LocalClusterConfig, loop_tx: Sender<LoopMsg>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -68,18 +78,36 @@ impl LocalCluster {
             loop_tx,
         )
         .map_err(|e| Error::io("cannot open the driver endpoint", e))?;
-        let cluster = LocalCluster {
-            runtime,
-            endpoint,
+        let launcher = Arc::new(Launcher {
             children: Mutex::new(Vec::new()),
             config,
             secret,
+            driver_address: endpoint.address().to_string(),
             next_id: Mutex::new(0),
-        };
-        for _ in 0..cluster.config.executors {
-            cluster.launch_executor()?;
+            stopping: AtomicBool::new(false),
+        });
+        let (lost_tx, lost_rx) = crossbeam_channel::unbounded::<ExecutorId>();
+        endpoint.watch_lost(lost_tx);
+        let cluster = LocalCluster { runtime, endpoint, launcher: launcher.clone() };
+        for _ in 0..launcher.config.executors {
+            launcher.launch()?;
         }
-        cluster.wait_for_executors(cluster.config.executors)?;
+        cluster.wait_for_executors(launcher.config.executors)?;
+        // Replaces lost executors; ends when the endpoint (and its watcher channel) goes away.
+        std::thread::Builder::new()
+            .name("ember-executor-replacer".into())
+            .spawn(move || {
+                for lost in lost_rx {
+                    if launcher.stopping.load(Ordering::Acquire) {
+                        break;
+                    }
+                    launcher.reap(&lost);
+                    if let Err(e) = launcher.launch() {
+                        tracing::warn!(error = %e, "cannot start a replacement executor");
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the executor replacer", e))?;
         Ok(cluster)
     }
 
@@ -91,20 +119,68 @@ impl LocalCluster {
         &self.runtime
     }
 
-    /// Process ids of the live executor processes.
+    /// Executor ids and process ids of the executor processes started so far and still tracked.
     pub fn executor_pids(&self) -> Vec<(ExecutorId, u32)> {
-        self.children.lock().iter().map(|(id, c)| (id.clone(), c.id())).collect()
+        self.launcher.children.lock().iter().map(|(id, c)| (id.clone(), c.id())).collect()
     }
 
-    /// Starts one more executor process (used at startup and to replace lost ones).
-    pub fn launch_executor(&self) -> Result<ExecutorId> {
+    fn wait_for_executors(&self, n: usize) -> Result<()> {
+        let deadline = Instant::now() + self.launcher.config.register_timeout;
+        while self.endpoint.registered().len() < n {
+            for (id, child) in self.launcher.children.lock().iter_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(Error::Stopped(format!(
+                        "executor {} exited during startup ({status}); refusals: {:?}",
+                        id.0,
+                        self.endpoint.refusals()
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Stopped(format!(
+                    "only {} of {n} executors registered within {:?}",
+                    self.endpoint.registered().len(),
+                    self.launcher.config.register_timeout
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Asks every executor to stop, waits briefly, then kills what is left.
+    pub fn stop(&self) {
+        self.launcher.stopping.store(true, Ordering::Release);
+        self.endpoint.broadcast(|| ToExecutor::StopExecutor);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut children = self.launcher.children.lock();
+        for (_, child) in children.iter_mut() {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        children.clear();
+    }
+}
+
+impl Launcher {
+    /// Starts one executor process.
+    fn launch(&self) -> Result<ExecutorId> {
         let n = {
             let mut next = self.next_id.lock();
             *next += 1;
             *next - 1
         };
         let id = ExecutorId(n.to_string());
-        let process_config = ember_executor_env(&self.config, &id, self.endpoint.address());
+        let process_config = ember_executor_env(&self.config, &id, &self.driver_address);
         let exe = std::env::current_exe().map_err(|e| Error::io("cannot locate the running executable", e))?;
         let mut child = Command::new(exe)
             .envs(process_config)
@@ -122,49 +198,14 @@ impl LocalCluster {
         Ok(id)
     }
 
-    fn wait_for_executors(&self, n: usize) -> Result<()> {
-        let deadline = Instant::now() + self.config.register_timeout;
-        while self.endpoint.registered().len() < n {
-            for (id, child) in self.children.lock().iter_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(Error::Stopped(format!(
-                        "executor {} exited during startup ({status}); refusals: {:?}",
-                        id.0,
-                        self.endpoint.refusals()
-                    )));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Stopped(format!(
-                    "only {} of {n} executors registered within {:?}",
-                    self.endpoint.registered().len(),
-                    self.config.register_timeout
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    /// Asks every executor to stop, waits briefly, then kills what is left.
-    pub fn stop(&self) {
-        self.endpoint.broadcast(|| ToExecutor::StopExecutor);
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Makes sure a lost executor's process is gone (it may be frozen, not dead).
+    fn reap(&self, id: &ExecutorId) {
         let mut children = self.children.lock();
-        for (_, child) in children.iter_mut() {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        if let Some(pos) = children.iter().position(|(c, _)| c == id) {
+            let (_, mut child) = children.remove(pos);
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        children.clear();
     }
 }
 
