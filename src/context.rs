@@ -53,6 +53,11 @@ impl ContextBuilder {
     }
 }
 
+thread_local! {
+    /// The job group of jobs submitted from this thread.
+    static JOB_GROUP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Where executors live.
 enum Deployment {
     /// One executor inside this process.
@@ -290,6 +295,23 @@ impl Context {
         self.inner.bus.wait_until_empty(std::time::Duration::from_secs(30))
     }
 
+    /// Tags jobs submitted from this thread with `group` (Spark's `setJobGroup`),
+    /// so [`cancel_job_group`](Self::cancel_job_group) can cancel them.
+    pub fn set_job_group(&self, group: &str) {
+        JOB_GROUP.with(|g| *g.borrow_mut() = Some(group.to_string()));
+    }
+
+    /// Stops tagging this thread's jobs with a group.
+    pub fn clear_job_group(&self) {
+        JOB_GROUP.with(|g| *g.borrow_mut() = None);
+    }
+
+    /// Cancels the running jobs of `group`: their tasks are killed and each
+    /// job returns a cancellation error.
+    pub fn cancel_job_group(&self, group: &str) {
+        self.inner.driver.cancel_group(group, &format!("part of cancelled job group {group}"));
+    }
+
     /// Cancels every running job; each returns a cancellation error.
     pub fn cancel_all_jobs(&self) {
         self.inner.driver.cancel_all("cancelled by cancel_all_jobs");
@@ -363,7 +385,8 @@ impl Context {
         }
         let sink = Arc::new(ResultSink::new(rdd.node.clone(), state, f));
         let count = partitions.len();
-        let (job_id, rx) = self.inner.driver.submit_job(rdd.base(), sink, partitions)?;
+        let group = JOB_GROUP.with(|g| g.borrow().clone());
+        let (job_id, rx) = self.inner.driver.submit_job(rdd.base(), sink, partitions, group)?;
         let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
         let mut total_bytes: u64 = 0;
         let limit = self.inner.max_result_size;

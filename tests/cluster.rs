@@ -125,6 +125,8 @@ fn run_driver(mode: &str, dir: &Path, kill_with: Option<&str>) {
     let mut driver = Command::new(std::env::current_exe().unwrap())
         .args(["driver_process_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env(DRIVER_MODE, mode)
+        // Short timeouts, so executors of a frozen driver give up quickly.
+        .env("EMBER_CONF", "ember.network.timeout=2s ember.executor.heartbeatInterval=200ms")
         .env(PID_FILE, &pid_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -137,10 +139,12 @@ fn run_driver(mode: &str, dir: &Path, kill_with: Option<&str>) {
     if let Some(signal) = kill_with {
         assert!(Command::new("kill").args([signal, &driver.id().to_string()]).status().unwrap().success());
     }
-    let _ = driver.wait();
     wait_until(&format!("executors exit after the driver ({mode}, {kill_with:?})"), Duration::from_secs(20), || {
         pids.iter().all(|p| !alive(*p))
     });
+    // Reap the driver (and end a frozen one).
+    let _ = driver.kill();
+    let _ = driver.wait();
 }
 
 #[test]
@@ -154,6 +158,23 @@ fn executors_never_outlive_their_driver() {
     run_driver("sleep", dir.path(), Some("-KILL"));
     run_driver("sleep", dir.path(), Some("-TERM"));
     run_driver("sleep", dir.path(), Some("-INT"));
+    // A frozen driver keeps its sockets open: executors notice the silence and exit.
+    run_driver("sleep", dir.path(), Some("-STOP"));
+}
+
+#[test]
+fn cached_partitions_lost_with_an_executor_are_recomputed() {
+    let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+    let cached = sc.parallelize((0..1000u64).collect::<Vec<_>>(), 6).map(|x| x * 2).persist();
+    assert_eq!(cached.reduce(|a, b| a + b).unwrap(), 999_000);
+    let victim = sc.executor_processes()[0].1;
+    assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
+    wait_until("the killed executor is replaced", Duration::from_secs(30), || {
+        sc.registered_executors() == 2 && sc.executor_processes().iter().all(|(_, p)| *p != victim)
+    });
+    assert_eq!(cached.reduce(|a, b| a + b).unwrap(), 999_000, "lost cached blocks are recomputed");
+    assert_eq!(cached.count().unwrap(), 1000);
+    sc.stop();
 }
 
 #[test]

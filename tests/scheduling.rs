@@ -280,3 +280,77 @@ fn take_scans_partitions_incrementally() {
         assert_eq!(jobs, vec![1, 4, 15], "partitions scanned per round");
     });
 }
+
+#[test]
+fn cancelling_a_job_group_kills_its_tasks_promptly() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let job = {
+            let sc = sc.clone();
+            std::thread::spawn(move || {
+                sc.set_job_group("slow-group");
+                let t0 = std::time::Instant::now();
+                // 4 partitions x 10,000 records x 1 ms: minutes if not cancelled.
+                let r = sc
+                    .parallelize((0..40_000u32).collect::<Vec<_>>(), 4)
+                    .map(|x| {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        x
+                    })
+                    .count();
+                (r, t0.elapsed())
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !log.events(sc).iter().any(|e| matches!(e, ListenerEvent::TaskStart { .. })) {
+            assert!(std::time::Instant::now() < deadline, "the job never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sc.cancel_job_group("slow-group");
+        let (result, took) = job.join().unwrap();
+        assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+        assert!(took < std::time::Duration::from_secs(20), "cancellation took {took:?}");
+        // Running tasks were killed, not left to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let killed = log
+                .events(sc)
+                .iter()
+                .filter(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("killed")))
+                .count();
+            if killed >= 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no task reported as killed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Other groups and the executors are unaffected.
+        assert_eq!(sc.parallelize((0..100u32).collect::<Vec<_>>(), 4).count().unwrap(), 100);
+    });
+}
+
+#[test]
+fn cancel_all_jobs_stops_running_jobs() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let job = {
+            let sc = sc.clone();
+            std::thread::spawn(move || {
+                sc.parallelize((0..20_000u32).collect::<Vec<_>>(), 2)
+                    .map(|x| {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        x
+                    })
+                    .collect()
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !log.events(sc).iter().any(|e| matches!(e, ListenerEvent::TaskStart { .. })) {
+            assert!(std::time::Instant::now() < deadline, "the job never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sc.cancel_all_jobs();
+        assert!(matches!(job.join().unwrap(), Err(Error::Cancelled { .. })));
+        assert_eq!(sc.parallelize(vec![1, 2, 3], 3).count().unwrap(), 3);
+    });
+}

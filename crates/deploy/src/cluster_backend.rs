@@ -221,7 +221,11 @@ async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, r
                 let state = resolve_stored(shared, block_address, task_id, state).await;
                 let _ = shared.loop_tx.send(LoopMsg::StatusUpdate { task_id, state });
             }
-            Ok(ToDriver::Heartbeat { .. }) => {}
+            Ok(ToDriver::Heartbeat { .. }) => {
+                if let Some(c) = shared.executors.lock().get(id) {
+                    let _ = c.tx.send(ToExecutor::HeartbeatAck);
+                }
+            }
             Ok(ToDriver::MemoryReport { used }) => {
                 shared.memory_reports.lock().insert(id.clone(), used);
             }

@@ -226,6 +226,7 @@ fn ember_executor_env(config: &LocalClusterConfig, id: &ExecutorId, driver: &str
         block_size: config.block_size,
         max_direct_result: config.max_direct_result,
         heartbeat: config.heartbeat,
+        network_timeout: config.network_timeout,
         max_frame: config.max_frame,
     }
     .to_env()

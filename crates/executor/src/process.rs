@@ -195,8 +195,15 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         }
     });
 
+    // Any message from the driver proves it is alive; heartbeats are acknowledged.
+    let timeout = config.network_timeout;
     loop {
-        match reader.recv::<ToExecutor>().await {
+        let next = tokio::time::timeout(timeout, reader.recv::<ToExecutor>()).await;
+        let Ok(next) = next else {
+            tracing::warn!(?timeout, "no word from the driver within ember.network.timeout; exiting");
+            break;
+        };
+        match next {
             Ok(ToExecutor::LaunchTask { task, payload }) => {
                 let payload = payload.map(|bytes| Arc::new(StagePayload { hash: task.payload_hash, bytes }));
                 executor.launch_task(task, payload);
@@ -210,7 +217,9 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
                 let _ = out.send(ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
             }
             Ok(ToExecutor::StopExecutor) | Ok(ToExecutor::Shutdown) => break,
-            Ok(ToExecutor::RegisteredExecutor) | Ok(ToExecutor::RegisterExecutorFailed { .. }) => {}
+            Ok(ToExecutor::RegisteredExecutor)
+            | Ok(ToExecutor::RegisterExecutorFailed { .. })
+            | Ok(ToExecutor::HeartbeatAck) => {}
             Err(e) => {
                 tracing::info!(error = %e, "driver connection ended; exiting");
                 break;

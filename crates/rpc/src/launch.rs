@@ -20,6 +20,8 @@ pub struct ProcessConfig {
     pub block_size: usize,
     pub max_direct_result: usize,
     pub heartbeat: Duration,
+    /// Without any message from the driver for this long, the executor exits.
+    pub network_timeout: Duration,
     pub max_frame: usize,
 }
 
@@ -37,6 +39,7 @@ impl ProcessConfig {
             ("EMBER_SHUFFLE_BLOCK_SIZE".into(), self.block_size.to_string()),
             ("EMBER_MAX_DIRECT_RESULT".into(), self.max_direct_result.to_string()),
             ("EMBER_HEARTBEAT_MS".into(), self.heartbeat.as_millis().to_string()),
+            ("EMBER_NETWORK_TIMEOUT_MS".into(), self.network_timeout.as_millis().to_string()),
             ("EMBER_MAX_FRAME".into(), self.max_frame.to_string()),
         ]
     }
@@ -59,6 +62,7 @@ impl ProcessConfig {
             block_size: num("EMBER_SHUFFLE_BLOCK_SIZE")?,
             max_direct_result: num("EMBER_MAX_DIRECT_RESULT")?,
             heartbeat: Duration::from_millis(num("EMBER_HEARTBEAT_MS")?),
+            network_timeout: Duration::from_millis(num("EMBER_NETWORK_TIMEOUT_MS")?),
             max_frame: num("EMBER_MAX_FRAME")?,
         })
     }

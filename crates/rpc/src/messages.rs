@@ -56,6 +56,8 @@ pub enum ToExecutor {
         rdd_id: u64,
     },
     ReportMemory,
+    /// The driver's answer to a heartbeat: proof it is alive.
+    HeartbeatAck,
     /// Finish and exit (the driver is stopping).
     StopExecutor,
     /// Exit now.

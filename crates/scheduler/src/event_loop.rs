@@ -38,10 +38,16 @@ pub enum LoopMsg {
         rdd: Arc<dyn RddBase>,
         sink: Arc<dyn EncodableNode>,
         partitions: Vec<usize>,
+        /// The job group of the submitting thread, if any.
+        group: Option<String>,
         waiter: Sender<JobMsg>,
     },
     CancelJob {
         job_id: JobId,
+        reason: String,
+    },
+    CancelGroup {
+        group: String,
         reason: String,
     },
     CancelAll {
@@ -109,6 +115,7 @@ impl DriverHandle {
                     dag: DagScheduler::new(config.max_consecutive_stage_attempts),
                     ts: TaskScheduler::new(config.max_task_failures),
                     waiters: HashMap::new(),
+                    groups: HashMap::new(),
                     backend,
                     bus,
                     clock,
@@ -129,17 +136,22 @@ impl DriverHandle {
         rdd: Arc<dyn RddBase>,
         sink: Arc<dyn EncodableNode>,
         partitions: Vec<usize>,
+        group: Option<String>,
     ) -> Result<(JobId, Receiver<JobMsg>)> {
         let job_id = JobId(self.next_job_id.fetch_add(1, Ordering::Relaxed));
         let (waiter, rx) = unbounded();
         self.tx
-            .send(LoopMsg::SubmitJob { job_id, rdd, sink, partitions, waiter })
+            .send(LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter })
             .map_err(|_| Error::Stopped("the scheduler has stopped".into()))?;
         Ok((job_id, rx))
     }
 
     pub fn cancel_job(&self, job_id: JobId, reason: &str) {
         let _ = self.tx.send(LoopMsg::CancelJob { job_id, reason: reason.to_string() });
+    }
+
+    pub fn cancel_group(&self, group: &str, reason: &str) {
+        let _ = self.tx.send(LoopMsg::CancelGroup { group: group.to_string(), reason: reason.to_string() });
     }
 
     pub fn cancel_all(&self, reason: &str) {
@@ -159,6 +171,7 @@ struct LoopState {
     dag: DagScheduler,
     ts: TaskScheduler,
     waiters: HashMap<JobId, Sender<JobMsg>>,
+    groups: HashMap<JobId, String>,
     backend: Box<dyn SchedulerBackend>,
     bus: Arc<ListenerBus>,
     clock: Arc<dyn Clock>,
@@ -193,12 +206,21 @@ impl LoopState {
     fn handle(&mut self, msg: LoopMsg) -> bool {
         let now = self.clock.now_millis();
         match msg {
-            LoopMsg::SubmitJob { job_id, rdd, sink, partitions, waiter } => {
+            LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter } => {
                 self.waiters.insert(job_id, waiter);
+                if let Some(g) = group {
+                    self.groups.insert(job_id, g);
+                }
                 self.dag_event(DagEvent::JobSubmitted { job_id, rdd, sink, partitions }, now);
             }
             LoopMsg::CancelJob { job_id, reason } => {
                 self.dag_event(DagEvent::JobCancelled { job_id, reason }, now);
+            }
+            LoopMsg::CancelGroup { group, reason } => {
+                let jobs: Vec<JobId> = self.groups.iter().filter(|(_, g)| **g == group).map(|(j, _)| *j).collect();
+                for job_id in jobs {
+                    self.dag_event(DagEvent::JobCancelled { job_id, reason: reason.clone() }, now);
+                }
             }
             LoopMsg::CancelAll { reason } => {
                 let jobs: Vec<JobId> = self.waiters.keys().copied().collect();
@@ -287,11 +309,13 @@ impl LoopState {
                     }
                 }
                 DagAction::JobSucceeded { job_id } => {
+                    self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Ok(())));
                     }
                 }
                 DagAction::JobFailed { job_id, error } => {
+                    self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Err(error)));
                     }
