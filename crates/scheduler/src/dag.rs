@@ -235,7 +235,9 @@ impl DagScheduler {
                 }
             }
             DagEvent::ExecutorLost { executor } => {
-                let _ = self.map_outputs.remove_executor(&executor);
+                if !self.map_outputs.remove_executor(&executor).is_empty() {
+                    self.resubmit_waiting(now, &mut out);
+                }
             }
         }
         out
@@ -497,9 +499,15 @@ impl DagScheduler {
             stage.consecutive_fetch_failures = 0;
         }
         out.push(DagAction::Event(ListenerEvent::StageCompleted { stage_id: id, attempt, failure: None, time: now }));
-        let ready: Vec<StageId> =
-            self.waiting.iter().copied().filter(|w| self.missing_parents(*w).is_empty()).collect();
-        for w in ready {
+        self.resubmit_waiting(now, out);
+    }
+
+    /// Re-evaluates every waiting stage: submits those whose parents are now
+    /// available, and (re)submits missing parents that nothing is running —
+    /// e.g. a map stage that had finished but lost outputs with an executor.
+    fn resubmit_waiting(&mut self, now: u64, out: &mut Vec<DagAction>) {
+        let waiting: Vec<StageId> = self.waiting.iter().copied().collect();
+        for w in waiting {
             self.waiting.remove(&w);
             self.submit_stage(w, now, out);
         }

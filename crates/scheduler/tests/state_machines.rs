@@ -362,3 +362,54 @@ fn losing_an_executor_fails_its_tasks_and_they_run_elsewhere() {
     assert_eq!((again[0].task.partition, again[0].task.attempt), (on_a.partition, 1));
     assert_ne!(again[0].task.task_id, TaskId(on_a.task_id.0));
 }
+
+/// Two map stages feed one result stage (a join). The first map stage
+/// finishes, then loses an output with its executor while the second still
+/// runs; when the second finishes, the first must be resubmitted (this used
+/// to hang: nothing was running and the result stage waited forever).
+#[test]
+fn a_finished_parent_that_loses_outputs_is_resubmitted() {
+    let make_side = |rdd_id: u64, shuffle: u64| -> Arc<dyn ember_core::shuffle_dep::ShuffleDependencyBase> {
+        let map_rdd: Arc<dyn Rdd<(u32, u32)>> =
+            Arc::new(ParallelCollectionRdd::new(RddId(rdd_id), vec![(1, 1), (2, 2)], 2));
+        let p = HashPartitioner::new(2);
+        let sink = Arc::new(ShuffleWriteSink::new(ShuffleId(shuffle), map_rdd.clone(), p));
+        let base: Arc<dyn RddBase> = map_rdd;
+        Arc::new(ShuffleDependency {
+            shuffle_id: ShuffleId(shuffle),
+            rdd: base.clone(),
+            num_reduce_partitions: 2,
+            sink: Arc::new(SinkNode::new(sink, base)),
+        })
+    };
+    let p = HashPartitioner::new(2);
+    let left: Arc<dyn Rdd<(u32, u32)>> =
+        Arc::new(ShuffledRdd::<u32, u32>::new(RddId(10), make_side(0, 0), Partitioner::<u32>::desc(&p)));
+    let right: Arc<dyn Rdd<(u32, u32)>> =
+        Arc::new(ShuffledRdd::<u32, u32>::new(RddId(11), make_side(1, 1), Partitioner::<u32>::desc(&p)));
+    let cogrouped: Arc<dyn RddBase> =
+        Arc::new(ember_core::rdd::CoGroupedRdd::new(RddId(12), left, right, Partitioner::<u32>::desc(&p)));
+    let mut dag = DagScheduler::new(4);
+    let a = dag.handle(
+        DagEvent::JobSubmitted {
+            job_id: JobId(0),
+            rdd: cogrouped.clone(),
+            sink: Arc::new(RddNode(cogrouped)),
+            partitions: vec![0, 1],
+        },
+        0,
+    );
+    let sets = task_sets(&a);
+    assert_eq!(sets.len(), 2, "both map stages run");
+    let (m1, m2) = (sets[0].stage_id, sets[1].stage_id);
+    finish_maps(&mut dag, m1, 0, &[0], "dead");
+    let a = finish_maps(&mut dag, m1, 0, &[1], "alive");
+    assert!(task_sets(&a).is_empty());
+    // The executor holding m1's partition 0 dies while m2 is still running.
+    let a = dag.handle(DagEvent::ExecutorLost { executor: ExecutorId::from("dead") }, 0);
+    assert!(task_sets(&a).is_empty() || task_sets(&a).iter().all(|s| s.stage_id == m1));
+    let mut resubmitted = task_sets(&a).iter().any(|s| s.stage_id == m1 && s.partitions == vec![0]);
+    let a = finish_maps(&mut dag, m2, 0, &[0, 1], "alive");
+    resubmitted |= task_sets(&a).iter().any(|s| s.stage_id == m1 && s.partitions == vec![0]);
+    assert!(resubmitted, "the lost map output is recomputed");
+}
