@@ -312,6 +312,11 @@ impl Context {
         self.inner.driver.cancel_group(group, &format!("part of cancelled job group {group}"));
     }
 
+    /// Cancels one job (its id is in the listener's `JobStart` event).
+    pub fn cancel_job(&self, job_id: ember_common::JobId) {
+        self.inner.driver.cancel_job(job_id, "cancelled by cancel_job");
+    }
+
     /// Cancels every running job; each returns a cancellation error.
     pub fn cancel_all_jobs(&self) {
         self.inner.driver.cancel_all("cancelled by cancel_all_jobs");

@@ -283,3 +283,30 @@ fn killing_an_executor_mid_stage_does_not_change_the_answer() {
         sc.stop();
     }
 }
+
+#[test]
+fn a_task_that_kills_its_executor_is_a_task_failure_and_the_cluster_recovers() {
+    let sc = quiet(Context::builder().master(CLUSTER).set("ember.task.maxFailures", "2")).build().unwrap();
+    let err = sc
+        .parallelize((0..4u32).collect::<Vec<_>>(), 4)
+        .map(|x| {
+            if x == 2 {
+                std::process::exit(3);
+            }
+            x
+        })
+        .count()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("failed 2 times") && err.contains("lost"), "{err}");
+    wait_until("replacements register", Duration::from_secs(30), || sc.registered_executors() == 2);
+    assert_eq!(
+        sc.parallelize((0..100u32).collect::<Vec<_>>(), 4)
+            .map(|x| (x % 5, x))
+            .reduce_by_key(|a, b| a + b, 2)
+            .count()
+            .unwrap(),
+        5
+    );
+    sc.stop();
+}

@@ -354,3 +354,37 @@ fn cancel_all_jobs_stops_running_jobs() {
         assert_eq!(sc.parallelize(vec![1, 2, 3], 3).count().unwrap(), 3);
     });
 }
+
+#[test]
+fn cancel_job_by_id_from_a_listener_event() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let job = {
+            let sc = sc.clone();
+            std::thread::spawn(move || {
+                sc.parallelize((0..20_000u32).collect::<Vec<_>>(), 2)
+                    .map(|x| {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        x
+                    })
+                    .count()
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let job_id = loop {
+            let started = log.events(sc).iter().find_map(|e| match e {
+                ListenerEvent::JobStart { job_id, .. } => Some(*job_id),
+                _ => None,
+            });
+            if let Some(id) = started {
+                break id;
+            }
+            assert!(std::time::Instant::now() < deadline, "the job never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        sc.cancel_job(job_id);
+        let err = job.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("cancel"), "{err}");
+        assert_eq!(sc.parallelize(vec![1, 2], 2).count().unwrap(), 2);
+    });
+}
