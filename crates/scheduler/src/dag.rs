@@ -49,6 +49,8 @@ struct Stage {
 struct ActiveJob {
     /// RDD partitions the job computes, by output index.
     partitions: Vec<usize>,
+    /// Output index of each RDD partition (a job can have 10,000s of tasks).
+    index_of: HashMap<usize, usize>,
     finished: Vec<bool>,
     num_finished: usize,
 }
@@ -345,7 +347,8 @@ impl DagScheduler {
         }
         let stage = self.new_stage(rdd, StageKind::Result { job_id }, sink, job_id);
         let n = partitions.len();
-        self.jobs.insert(job_id, ActiveJob { partitions, finished: vec![false; n], num_finished: 0 });
+        let index_of = partitions.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        self.jobs.insert(job_id, ActiveJob { partitions, index_of, finished: vec![false; n], num_finished: 0 });
         let mut stage_ids: Vec<StageId> =
             self.stages.values().filter(|s| s.jobs.contains(&job_id)).map(|s| s.id).collect();
         stage_ids.sort();
@@ -450,7 +453,7 @@ impl DagScheduler {
                     stage.pending.remove(&partition);
                 }
                 let Some(job) = self.jobs.get_mut(&job_id) else { return };
-                let Some(idx) = job.partitions.iter().position(|p| *p == partition) else { return };
+                let Some(&idx) = job.index_of.get(&partition) else { return };
                 if job.finished[idx] {
                     return;
                 }

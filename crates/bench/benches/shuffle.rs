@@ -1,0 +1,75 @@
+//! Shuffle write and read cost per record, on the engine's shuffle crate
+//! directly: `write_plain` (no aggregation, like group_by_key / sort /
+//! join), `write_combined` (map-side sum, like reduce_by_key) and reading
+//! every reduce segment back with `SegmentReader`.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ember_shuffle::{read_segment, write_combined, write_plain, FnAggregator, MemoryPool, SegmentReader, WriteConfig};
+use std::convert::Infallible;
+use std::hint::black_box;
+
+const RECORDS: u64 = 200_000;
+const PARTITIONS: usize = 16;
+const KEYS: u64 = 20_000;
+
+fn records() -> impl Iterator<Item = Result<(u64, i64), Infallible>> {
+    (0..RECORDS).map(|i| Ok((ember_bench::gen::key_of(i, KEYS), i as i64)))
+}
+
+fn partition_of(k: &u64) -> usize {
+    (*k % PARTITIONS as u64) as usize
+}
+
+fn bench_shuffle(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pool = MemoryPool::new(1 << 30);
+    let cfg = WriteConfig::new(dir.path().join("spill"));
+    let data = dir.path().join("map.data");
+    let index = dir.path().join("map.index");
+
+    let mut g = c.benchmark_group("shuffle");
+    g.throughput(Throughput::Elements(RECORDS));
+    g.sample_size(20);
+    g.bench_function("write_plain_u64_i64", |b| {
+        b.iter(|| {
+            let mut mem = pool.reservation();
+            let info = write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data, &index).expect("write");
+            black_box(info.bytes_written)
+        })
+    });
+    let sum = FnAggregator::new(|v: i64| v, |c: i64, v: i64| c + v, |a: i64, b: i64| a + b);
+    g.bench_function("write_combined_sum_u64_i64", |b| {
+        b.iter(|| {
+            let mut mem = pool.reservation();
+            let info = write_combined(records(), PARTITIONS, partition_of, &sum, &mut mem, &cfg, &data, &index)
+                .expect("write");
+            black_box(info.records_written)
+        })
+    });
+
+    // Read side: every segment of one plain map output.
+    let mut mem = pool.reservation();
+    write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data, &index).expect("write");
+    let segments: Vec<Vec<u8>> =
+        (0..PARTITIONS).map(|p| read_segment(&data, &index, p).expect("read segment")).collect();
+    g.bench_function("read_segments_u64_i64", |b| {
+        b.iter_batched(
+            || segments.clone(),
+            |segs| {
+                let mut n = 0u64;
+                for seg in segs {
+                    for rec in SegmentReader::<u64, i64>::new(seg) {
+                        let (k, v) = rec.expect("valid segment");
+                        n = n.wrapping_add(k ^ v as u64);
+                    }
+                }
+                black_box(n)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_shuffle);
+criterion_main!(benches);
