@@ -301,11 +301,7 @@ fn cancelling_a_job_group_kills_its_tasks_promptly() {
                 (r, t0.elapsed())
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !log.events(sc).iter().any(|e| matches!(e, ListenerEvent::TaskStart { .. })) {
-            assert!(std::time::Instant::now() < deadline, "the job never started");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_event(sc, &log, "a task starts", |e| matches!(e, ListenerEvent::TaskStart { .. }).then_some(()));
         sc.cancel_job_group("slow-group");
         let (result, took) = job.join().unwrap();
         assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
@@ -344,11 +340,7 @@ fn cancel_all_jobs_stops_running_jobs() {
                     .collect()
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !log.events(sc).iter().any(|e| matches!(e, ListenerEvent::TaskStart { .. })) {
-            assert!(std::time::Instant::now() < deadline, "the job never started");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_event(sc, &log, "a task starts", |e| matches!(e, ListenerEvent::TaskStart { .. }).then_some(()));
         sc.cancel_all_jobs();
         assert!(matches!(job.join().unwrap(), Err(Error::Cancelled { .. })));
         assert_eq!(sc.parallelize(vec![1, 2, 3], 3).count().unwrap(), 3);
@@ -370,21 +362,25 @@ fn cancel_job_by_id_from_a_listener_event() {
                     .count()
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let job_id = loop {
-            let started = log.events(sc).iter().find_map(|e| match e {
-                ListenerEvent::JobStart { job_id, .. } => Some(*job_id),
-                _ => None,
-            });
-            if let Some(id) = started {
-                break id;
-            }
-            assert!(std::time::Instant::now() < deadline, "the job never started");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let job_id = wait_for_event(sc, &log, "the job starts", |e| match e {
+            ListenerEvent::JobStart { job_id, .. } => Some(*job_id),
+            _ => None,
+        });
         sc.cancel_job(job_id);
         let err = job.join().unwrap().unwrap_err().to_string();
         assert!(err.contains("cancel"), "{err}");
         assert_eq!(sc.parallelize(vec![1, 2], 2).count().unwrap(), 2);
     });
+}
+
+/// Waits (with a deadline) until the log holds an event `pick` accepts.
+fn wait_for_event<T>(sc: &Context, log: &EventLog, what: &str, pick: impl Fn(&ListenerEvent) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(found) = log.events(sc).iter().find_map(&pick) {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -60,16 +60,30 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         if self.partitioner() == Some(partitioner.desc()) {
             return self.clone();
         }
-        let shuffle_id = self.ctx.new_shuffle_id();
-        let sink = Arc::new(ShuffleWriteSink::new(shuffle_id, self.node.clone(), partitioner.clone()));
-        let dep = Arc::new(ShuffleDependency {
-            shuffle_id,
-            rdd: self.base(),
-            num_reduce_partitions: partitioner.num_partitions(),
-            sink: Arc::new(SinkNode::new(sink, self.base())),
-        });
+        let dep = self.plain_shuffle(&partitioner);
         let node = ShuffledRdd::<K, V>::new(self.ctx.new_rdd_id(), dep, partitioner.desc());
         Rdd::from_node(&self.ctx, Arc::new(node))
+    }
+
+    /// Plans a shuffle of these records by `partitioner`, without combining.
+    fn plain_shuffle<P: Partitioner<K>>(&self, partitioner: &P) -> Arc<ShuffleDependency> {
+        let shuffle_id = self.ctx.new_shuffle_id();
+        let sink = ShuffleWriteSink::new(shuffle_id, self.node.clone(), partitioner.clone());
+        self.shuffle_dependency(
+            shuffle_id,
+            partitioner.num_partitions(),
+            Arc::new(SinkNode::new(Arc::new(sink), self.base())),
+        )
+    }
+
+    /// A shuffle dependency on this RDD, written by `sink`.
+    fn shuffle_dependency(
+        &self,
+        shuffle_id: ember_common::ShuffleId,
+        num_reduce_partitions: usize,
+        sink: Arc<dyn ember_core::codec::EncodableNode>,
+    ) -> Arc<ShuffleDependency> {
+        Arc::new(ShuffleDependency { shuffle_id, rdd: self.base(), num_reduce_partitions, sink })
     }
 
     /// Hash-partitions into `partitions` partitions.
@@ -282,14 +296,7 @@ impl<K: Key + Ord, V: Data> Rdd<(K, V)> {
             determine_bounds(candidates, partitions)
         };
         let partitioner = RangePartitioner::new(bounds, ascending);
-        let shuffle_id = self.ctx.new_shuffle_id();
-        let sink = Arc::new(ShuffleWriteSink::new(shuffle_id, self.node.clone(), partitioner.clone()));
-        let dep = Arc::new(ShuffleDependency {
-            shuffle_id,
-            rdd: self.base(),
-            num_reduce_partitions: partitioner.num_partitions(),
-            sink: Arc::new(SinkNode::new(sink, self.base())),
-        });
+        let dep = self.plain_shuffle(&partitioner);
         let node = SortedShuffledRdd::<K, V>::new(self.ctx.new_rdd_id(), dep, partitioner.desc(), ascending);
         Ok(Rdd::from_node(&self.ctx, Arc::new(node)))
     }

@@ -78,21 +78,33 @@ fn shuffle_err(e: ember_shuffle::Error) -> Error {
     Error::Shuffle(e.to_string())
 }
 
+/// Where a map task writes, and the memory it writes under.
+struct MapTaskOutput {
+    data: std::path::PathBuf,
+    index: std::path::PathBuf,
+    mem: ember_shuffle::MemoryReservation,
+    cfg: ember_shuffle::WriteConfig,
+}
+
+fn map_task_output(ctx: &TaskContext, shuffle_id: ShuffleId) -> MapTaskOutput {
+    let env = ctx.env();
+    let (data, index) = env.map_output_paths(shuffle_id.0, ctx.partition_id());
+    MapTaskOutput { data, index, mem: env.memory_pool().reservation(), cfg: env.write_config() }
+}
+
 impl<K: Key, V: Data, P: Partitioner<K>> StageSink for ShuffleWriteSink<K, V, P> {
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
         let records = ctx.checked(self.rdd.compute(ctx.partition_id(), ctx)?);
-        let env = ctx.env();
-        let (data, index) = env.map_output_paths(self.shuffle_id.0, ctx.partition_id());
-        let mut mem = env.memory_pool().reservation();
+        let mut out = map_task_output(ctx, self.shuffle_id);
         let p = &self.partitioner;
         let info = ember_shuffle::write_plain(
             records,
             p.num_partitions(),
             |k: &K| p.partition(k),
-            &mut mem,
-            &env.write_config(),
-            &data,
-            &index,
+            &mut out.mem,
+            &out.cfg,
+            &out.data,
+            &out.index,
         )
         .map_err(shuffle_err)?;
         finish_map_task(ctx, info)
@@ -109,19 +121,17 @@ where
 {
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
         let records = ctx.checked(self.rdd.compute(ctx.partition_id(), ctx)?);
-        let env = ctx.env();
-        let (data, index) = env.map_output_paths(self.shuffle_id.0, ctx.partition_id());
-        let mut mem = env.memory_pool().reservation();
+        let mut out = map_task_output(ctx, self.shuffle_id);
         let p = &self.partitioner;
         let info = ember_shuffle::write_combined(
             records,
             p.num_partitions(),
             |k: &K| p.partition(k),
             &self.agg,
-            &mut mem,
-            &env.write_config(),
-            &data,
-            &index,
+            &mut out.mem,
+            &out.cfg,
+            &out.data,
+            &out.index,
         )
         .map_err(shuffle_err)?;
         finish_map_task(ctx, info)
