@@ -136,12 +136,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             let s = ShuffleWriteSink::new(shuffle_id, self.node.clone(), partitioner);
             Arc::new(SinkNode::new(Arc::new(s), self.base()))
         };
-        let dep = Arc::new(ShuffleDependency {
-            shuffle_id,
-            rdd: self.base(),
-            num_reduce_partitions: Partitioner::<K>::num_partitions(&partitioner),
-            sink,
-        });
+        let dep = self.shuffle_dependency(shuffle_id, Partitioner::<K>::num_partitions(&partitioner), sink);
         let node = AggregatedShuffledRdd::<K, V, C, A>::new(self.ctx.new_rdd_id(), dep, desc, agg, map_side_combine);
         Rdd::from_node(&self.ctx, Arc::new(node))
     }
