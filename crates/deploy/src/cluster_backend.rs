@@ -179,15 +179,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
                 Err(e) => return refuse(&shared, format!("{peer}: {e}")),
             };
-            let (tx, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+            let (tx, rx) = mpsc::unbounded_channel::<ToExecutor>();
             let _ = tx.send(ToExecutor::RegisteredExecutor);
-            tokio::spawn(async move {
-                while let Some(msg) = rx.recv().await {
-                    if writer.send(&msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            tokio::spawn(ember_rpc::pump(writer, rx));
             let cut = Arc::new(tokio::sync::Notify::new());
             shared
                 .executors

@@ -151,14 +151,8 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         other => return Err(format!("unexpected reply to registration: {other:?}")),
     }
 
-    let (out, mut out_rx) = mpsc::unbounded_channel::<ToDriver>();
-    tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if writer.send(&msg).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (out, out_rx) = mpsc::unbounded_channel::<ToDriver>();
+    tokio::spawn(ember_rpc::pump(writer, out_rx));
     let results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>> = Arc::default();
     let clients = Arc::new(BlockClients::new(tokio::runtime::Handle::current(), secret.clone(), config.max_frame));
     let executor = Arc::new(
@@ -243,21 +237,15 @@ async fn serve_blocks(
         let Ok((stream, peer)) = listener.accept().await else { return };
         let (secret, executor, results) = (secret.clone(), executor.clone(), results.clone());
         tokio::spawn(async move {
-            let (mut reader, mut writer) = match accept(stream, &secret, PROTOCOL_VERSION, max_frame).await {
+            let (mut reader, writer) = match accept(stream, &secret, PROTOCOL_VERSION, max_frame).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "refused a block connection");
                     return;
                 }
             };
-            let (tx, mut rx) = mpsc::unbounded_channel::<(u64, BlockResponse)>();
-            tokio::spawn(async move {
-                while let Some(resp) = rx.recv().await {
-                    if writer.send(&resp).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            let (tx, rx) = mpsc::unbounded_channel::<(u64, BlockResponse)>();
+            tokio::spawn(ember_rpc::pump(writer, rx));
             while let Ok((id, req)) = reader.recv::<(u64, BlockRequest)>().await {
                 let (executor, results, tx) = (executor.clone(), results.clone(), tx.clone());
                 tokio::task::spawn_blocking(move || {

@@ -27,16 +27,10 @@ where
     /// Connects and authenticates; must run inside a tokio runtime.
     pub async fn connect(addr: &str, secret: &Secret, protocol: u32, max_frame: usize) -> Result<Self, RpcError> {
         let stream = TcpStream::connect(addr).await?;
-        let (reader, mut writer) = connect(stream, secret, protocol, max_frame).await?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Req)>();
+        let (reader, writer) = connect(stream, secret, protocol, max_frame).await?;
+        let (tx, rx) = mpsc::unbounded_channel::<(u64, Req)>();
         let pending: Pending<Resp> = Arc::new(SyncMutex::new(Some(HashMap::new())));
-        tokio::spawn(async move {
-            while let Some(req) = rx.recv().await {
-                if writer.send(&req).await.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(crate::frame::pump(writer, rx));
         let p2 = pending.clone();
         tokio::spawn(read_responses(reader, p2));
         Ok(RpcClient { next_id: AtomicU64::new(0), tx, pending })

@@ -193,15 +193,53 @@ pub async fn accept(
 }
 
 impl ConnWriter {
-    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
+    fn seal<T: Serialize>(&mut self, msg: &T) -> Result<Bytes, RpcError> {
         let payload = postcard::to_allocvec(msg).map_err(|e| RpcError::Malformed(format!("encoding: {e}")))?;
         let t = tag(&self.key, &[&[self.direction], &self.seq.to_le_bytes(), &payload]);
         self.seq += 1;
         let mut body = Vec::with_capacity(TAG + payload.len());
         body.extend_from_slice(&t);
         body.extend_from_slice(&payload);
-        self.inner.send(Bytes::from(body)).await?;
+        Ok(Bytes::from(body))
+    }
+
+    /// Sends one message and flushes it.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
+        let frame = self.seal(msg)?;
+        self.inner.send(frame).await?;
         Ok(())
+    }
+
+    /// Queues one message without flushing (see [`pump`]).
+    pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
+        let frame = self.seal(msg)?;
+        self.inner.feed(frame).await?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), RpcError> {
+        SinkExt::<Bytes>::flush(&mut self.inner).await?;
+        Ok(())
+    }
+}
+
+/// Writes everything sent on `rx` to the connection until either side ends.
+/// Messages already queued are written together and flushed once, so a burst
+/// (many `LaunchTask`s after one offer round, many status updates) costs one
+/// write instead of one per message.
+pub async fn pump<T: Serialize>(mut writer: ConnWriter, mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) {
+    while let Some(first) = rx.recv().await {
+        if writer.feed(&first).await.is_err() {
+            return;
+        }
+        while let Ok(next) = rx.try_recv() {
+            if writer.feed(&next).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -16,5 +16,5 @@ pub mod launch;
 pub mod messages;
 
 pub use client::{BlockClient, BlockClients, RpcClient};
-pub use frame::{accept, connect, ConnReader, ConnWriter, RpcError, Secret};
+pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};
