@@ -310,3 +310,32 @@ fn a_task_that_kills_its_executor_is_a_task_failure_and_the_cluster_recovers() {
     );
     sc.stop();
 }
+
+const MARKED_LATE: &str = "EMBER_TEST_MARKED_AFTER_START";
+
+/// Runs only in the child of `a_context_inside_an_executor_process_is_refused`:
+/// the process was started normally (so the pre-main hook stayed out of the
+/// way) and is marked as an executor afterwards, as if the hook had not run.
+#[test]
+fn marked_after_start_entry() {
+    if std::env::var(MARKED_LATE).is_err() {
+        return;
+    }
+    std::env::set_var("EMBER_EXECUTOR_MODE", "1");
+    let err = Context::new("local[1]").err().expect("a context in an executor process is refused").to_string();
+    assert!(err.contains("ember::init()"), "{err}");
+}
+
+#[test]
+fn a_context_inside_an_executor_process_is_refused() {
+    if std::env::var(MARKED_LATE).is_ok() {
+        return;
+    }
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["marked_after_start_entry", "--exact", "--test-threads=1"])
+        .env(MARKED_LATE, "1")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child saw no clear error: {status}");
+}
