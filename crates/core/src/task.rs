@@ -195,13 +195,34 @@ impl TaskContext {
     /// Adapts a record iterator for the shuffle layer, which takes fallible
     /// input: if the task was killed or failed while the iterator ran, a final
     /// `Err` makes the consumer abort instead of publishing partial output.
-    pub fn checked<T>(&self, iter: impl Iterator<Item = T>) -> impl Iterator<Item = Result<T, ember_shuffle::Error>> {
-        let ctx = self.clone();
-        iter.map(Ok).chain(
-            std::iter::once_with(move || ctx.should_stop())
-                .filter(|stopped| *stopped)
-                .map(|_| Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped")))),
-        )
+    pub fn checked<I: Iterator>(&self, iter: I) -> Checked<I> {
+        Checked { iter, ctx: self.clone(), finished: false }
+    }
+}
+
+/// See [`TaskContext::checked`]. One branch per record on the hot path; the
+/// stop flags are read once, when the input ends.
+pub struct Checked<I> {
+    iter: I,
+    ctx: TaskContext,
+    finished: bool,
+}
+
+impl<I: Iterator> Iterator for Checked<I> {
+    type Item = Result<I::Item, ember_shuffle::Error>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.iter.next() {
+            Some(x) => Some(Ok(x)),
+            None if !self.finished => {
+                self.finished = true;
+                self.ctx
+                    .should_stop()
+                    .then(|| Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped"))))
+            }
+            None => None,
+        }
     }
 }
 
