@@ -329,17 +329,7 @@ fn cancelling_a_job_group_kills_its_tasks_promptly() {
 fn cancel_all_jobs_stops_running_jobs() {
     each_master(|sc| {
         let log = EventLog::attach(sc);
-        let job = {
-            let sc = sc.clone();
-            std::thread::spawn(move || {
-                sc.parallelize((0..20_000u32).collect::<Vec<_>>(), 2)
-                    .map(|x| {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                        x
-                    })
-                    .collect()
-            })
-        };
+        let job = spawn_slow_job(sc, 20_000, 2);
         wait_for_event(sc, &log, "a task starts", |e| matches!(e, ListenerEvent::TaskStart { .. }).then_some(()));
         sc.cancel_all_jobs();
         assert!(matches!(job.join().unwrap(), Err(Error::Cancelled { .. })));
@@ -351,17 +341,7 @@ fn cancel_all_jobs_stops_running_jobs() {
 fn cancel_job_by_id_from_a_listener_event() {
     each_master(|sc| {
         let log = EventLog::attach(sc);
-        let job = {
-            let sc = sc.clone();
-            std::thread::spawn(move || {
-                sc.parallelize((0..20_000u32).collect::<Vec<_>>(), 2)
-                    .map(|x| {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                        x
-                    })
-                    .count()
-            })
-        };
+        let job = spawn_slow_job(sc, 20_000, 2);
         let job_id = wait_for_event(sc, &log, "the job starts", |e| match e {
             ListenerEvent::JobStart { job_id, .. } => Some(*job_id),
             _ => None,
@@ -371,6 +351,20 @@ fn cancel_job_by_id_from_a_listener_event() {
         assert!(err.contains("cancel"), "{err}");
         assert_eq!(sc.parallelize(vec![1, 2], 2).count().unwrap(), 2);
     });
+}
+
+/// Starts, on another thread, a job that needs about 1 ms per record: long
+/// enough to be cancelled while its tasks run. Returns its count.
+fn spawn_slow_job(sc: &Context, records: u32, partitions: usize) -> std::thread::JoinHandle<Result<u64>> {
+    let sc = sc.clone();
+    std::thread::spawn(move || {
+        sc.parallelize((0..records).collect::<Vec<_>>(), partitions)
+            .map(|x| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                x
+            })
+            .count()
+    })
 }
 
 /// Waits (with a deadline) until the log holds an event `pick` accepts.
