@@ -91,11 +91,11 @@ const MAX_LZ4_RATIO: u64 = 256;
 /// On error `buf` is left unchanged.
 pub(crate) fn append_record<K, V>(buf: &mut Vec<u8>, key: &K, value: &V) -> Result<usize>
 where
-    K: Serialize + ?Sized,
-    V: Serialize + ?Sized,
+    K: Serialize + 'static,
+    V: Serialize + 'static,
 {
     let start = buf.len();
-    if let Err(e) = postcard::to_io(&(key, value), &mut *buf) {
+    if let Err(e) = crate::record::put_field(buf, key).and_then(|_| crate::record::put_field(buf, value)) {
         buf.truncate(start);
         return Err(Error::Serialization(e.to_string()));
     }
@@ -197,8 +197,8 @@ impl BlockWriter {
     /// Appends one record, flushing a block to `out` when the target size is reached.
     pub fn write_record<K, V, W>(&mut self, key: &K, value: &V, out: &mut W) -> Result<()>
     where
-        K: Serialize + ?Sized,
-        V: Serialize + ?Sized,
+        K: Serialize + 'static,
+        V: Serialize + 'static,
         W: Write + ?Sized,
     {
         let start = self.buf.len();
@@ -671,7 +671,7 @@ impl<K, V> SegmentReader<K, V> {
     }
 }
 
-impl<K: DeserializeOwned, V: DeserializeOwned> Iterator for SegmentReader<K, V> {
+impl<K: DeserializeOwned + 'static, V: DeserializeOwned + 'static> Iterator for SegmentReader<K, V> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -683,7 +683,7 @@ impl<K: DeserializeOwned, V: DeserializeOwned> Iterator for SegmentReader<K, V> 
                 };
                 let slice = &block[self.pos..self.end];
                 let rel = self.pos - self.block_start;
-                let err = match postcard::take_from_bytes::<(K, V)>(slice) {
+                let err = match crate::record::take_record::<K, V>(slice) {
                     Ok((rec, rest)) => {
                         let used = slice.len() - rest.len();
                         if used > 0 {
@@ -841,7 +841,7 @@ mod tests {
     fn bad_headers_are_corrupt() {
         let payload = {
             let mut v = Vec::new();
-            append_record(&mut v, &7u32, "seven").unwrap();
+            append_record(&mut v, &7u32, &"seven").unwrap();
             v
         };
         let good = frame(payload.len() as u32, &payload, CODEC_RAW);
@@ -887,7 +887,7 @@ mod tests {
     fn undecodable_records_are_corrupt() {
         // u32 key followed by a string whose length prefix exceeds the block.
         let mut payload = Vec::new();
-        append_record(&mut payload, &1u32, "ok").unwrap();
+        append_record(&mut payload, &1u32, &"ok").unwrap();
         payload.extend_from_slice(&[5, 100, b'a']);
         assert_corrupt(frame(payload.len() as u32, &payload, CODEC_RAW));
         // Invalid utf-8.

@@ -9,6 +9,7 @@
 //!   one data file + one index file per map task.
 //! * [`reader`]: reduce-side [`combine_by_key`], [`merge_combiners_by_key`] and
 //!   the external [`sort_by_key`].
+//! * `record`: the encoding of one record, with fast paths for byte keys.
 //! * [`error`]: the crate's [`Error`] type.
 
 pub mod aggregator;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod memory;
 pub mod reader;
+mod record;
 mod spill;
 pub mod writer;
 

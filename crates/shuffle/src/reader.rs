@@ -27,6 +27,7 @@ use crate::aggregator::{Aggregator, MergeCombiners};
 use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
+use crate::record::{has_sort_prefix, sort_prefix};
 use crate::spill::{
     encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator, SpillEnv, SpillFile,
     StripFn, IO_BUFFER,
@@ -78,8 +79,8 @@ impl<K, V, C, A> Iterator for CombinedIter<K, V, C, A>
 where
     K: Hash + Eq,
     A: Aggregator<K, V, C>,
-    C: DeserializeOwned,
-    K: DeserializeOwned,
+    C: DeserializeOwned + 'static,
+    K: DeserializeOwned + 'static,
 {
     type Item = Result<(K, C)>;
 
@@ -116,8 +117,8 @@ pub fn combine_by_key<K, V, C, A, I, E>(
     cfg: &WriteConfig,
 ) -> Result<CombinedIter<K, V, C, A>>
 where
-    K: Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
@@ -137,8 +138,8 @@ fn combine_inner<K, V, C, A, I, E>(
     cfg: &WriteConfig,
 ) -> Result<CombinedIter<K, V, C, A>>
 where
-    K: Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
@@ -189,8 +190,8 @@ pub fn merge_combiners_by_key<K, V, C, A, I, E>(
     cfg: &WriteConfig,
 ) -> Result<CombinedIter<K, C, C, MergeCombiners<A, V>>>
 where
-    K: Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
     I: IntoIterator<Item = std::result::Result<(K, C), E>>,
     E: Into<Error>,
@@ -246,7 +247,7 @@ struct SortMerge<K, V> {
     failed: bool,
 }
 
-impl<K: Ord + DeserializeOwned, V: DeserializeOwned> SortMerge<K, V> {
+impl<K: Ord + DeserializeOwned + 'static, V: DeserializeOwned + 'static> SortMerge<K, V> {
     fn advance(&mut self, src: usize) -> Result<()> {
         match self.sources[src].next() {
             Some(Ok((key, value))) => {
@@ -300,7 +301,7 @@ impl<K, V> SortedIter<K, V> {
     }
 }
 
-impl<K: Ord + DeserializeOwned, V: DeserializeOwned> Iterator for SortedIter<K, V> {
+impl<K: Ord + DeserializeOwned + 'static, V: DeserializeOwned + 'static> Iterator for SortedIter<K, V> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Result<(K, V)>> {
@@ -332,11 +333,48 @@ impl<K: Ord + DeserializeOwned, V: DeserializeOwned> Iterator for SortedIter<K, 
     }
 }
 
-fn sort_buffer<K: Ord, V>(buf: &mut [(K, V)], ascending: bool) {
+fn sort_buffer<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
+    if has_sort_prefix::<K>() && buf.len() > 1 {
+        return sort_by_prefix(buf, ascending);
+    }
     if ascending {
         buf.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     } else {
         buf.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    }
+}
+
+/// Sorts byte-like keys through `(prefix, index)` pairs: most comparisons
+/// are of two integers in one contiguous array, and only equal prefixes read
+/// the keys themselves. The records are then moved into place once.
+fn sort_by_prefix<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
+    let mut order: Vec<(u64, usize)> =
+        buf.iter().enumerate().map(|(i, r)| (sort_prefix(&r.0).unwrap_or(0), i)).collect();
+    {
+        let keys = &*buf;
+        let by_key = |a: &(u64, usize), b: &(u64, usize)| a.0.cmp(&b.0).then_with(|| keys[a.1].0.cmp(&keys[b.1].0));
+        if ascending {
+            order.sort_unstable_by(by_key);
+        } else {
+            order.sort_unstable_by(|a, b| by_key(b, a));
+        }
+    }
+    // Position i takes the record now at order[i].1; follow each cycle once,
+    // marking finished positions by pointing them at themselves.
+    for start in 0..order.len() {
+        if order[start].1 == start {
+            continue;
+        }
+        let mut at = start;
+        loop {
+            let from = order[at].1;
+            order[at].1 = at;
+            if from == start {
+                break;
+            }
+            buf.swap(at, from);
+            at = from;
+        }
     }
 }
 
@@ -351,8 +389,8 @@ pub fn sort_by_key<K, V, I, E>(
     cfg: &WriteConfig,
 ) -> Result<SortedIter<K, V>>
 where
-    K: Ord + Serialize + DeserializeOwned,
-    V: Serialize + DeserializeOwned,
+    K: Ord + Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
 {
@@ -371,8 +409,8 @@ fn sort_inner<K, V, I, E>(
     cfg: &WriteConfig,
 ) -> Result<SortedIter<K, V>>
 where
-    K: Ord + Serialize + DeserializeOwned,
-    V: Serialize + DeserializeOwned,
+    K: Ord + Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
 {

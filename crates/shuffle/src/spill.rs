@@ -231,8 +231,8 @@ pub(crate) struct Combiner<K, C> {
 
 impl<K, C> Combiner<K, C>
 where
-    K: Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
 {
     pub(crate) fn new(num_partitions: usize) -> Self {
         Combiner {
@@ -524,8 +524,8 @@ pub(crate) fn write_combined_output<K, V, C, A, P, W>(
     out: &mut W,
 ) -> Result<Vec<u64>>
 where
-    K: Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
     P: Fn(&K) -> usize,
     W: Write,

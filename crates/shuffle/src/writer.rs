@@ -145,8 +145,8 @@ pub fn write_plain<K, V, I, E, P>(
     index_path: &Path,
 ) -> Result<MapOutputInfo>
 where
-    K: Serialize,
-    V: Serialize,
+    K: Serialize + 'static,
+    V: Serialize + 'static,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
     P: Fn(&K) -> usize,
@@ -166,8 +166,8 @@ fn write_plain_inner<K, V, I, E, P>(
     index_path: &Path,
 ) -> Result<MapOutputInfo>
 where
-    K: Serialize,
-    V: Serialize,
+    K: Serialize + 'static,
+    V: Serialize + 'static,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
     P: Fn(&K) -> usize,
@@ -292,8 +292,8 @@ pub fn write_combined<K, V, C, A, I, E, P>(
     index_path: &Path,
 ) -> Result<MapOutputInfo>
 where
-    K: std::hash::Hash + Eq + Serialize + DeserializeOwned,
-    C: Serialize + DeserializeOwned,
+    K: std::hash::Hash + Eq + Serialize + DeserializeOwned + 'static,
+    C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C> + ?Sized,
     I: IntoIterator<Item = std::result::Result<(K, V), E>>,
     E: Into<Error>,
