@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::record::{has_sort_prefix, sort_prefix};
+use crate::spill::for_each_batch;
 use crate::spill::{
     encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator, SpillEnv, SpillFile,
     StripFn, IO_BUFFER,
@@ -148,10 +149,7 @@ where
     let mut comb: Combiner<K, C> = Combiner::new(1);
     {
         let mut env = env(cfg, mem, spill_dir);
-        for rec in records {
-            let (k, v) = rec.map_err(Into::into)?;
-            comb.insert(k, v, &agg, &single, &mut env)?;
-        }
+        for_each_batch(records, |k, v| comb.insert(k, v, &agg, &single, &mut env))?;
     }
     let spill_count = comb.spills.len() as u32;
     if comb.spills.is_empty() {
