@@ -43,6 +43,10 @@ pub enum TaskOutput {
 }
 
 /// Services an executor offers to the tasks it runs.
+/// A segment fetch in progress (see [`TaskEnv::start_fetch`]); calling it
+/// waits for the bytes.
+pub type SegmentFetch = Box<dyn FnOnce(&dyn TaskEnv) -> Result<Vec<u8>, TaskFailure> + Send>;
+
 pub trait TaskEnv: Send + Sync {
     fn executor_id(&self) -> &ExecutorId;
     fn memory_pool(&self) -> &Arc<MemoryPool>;
@@ -59,6 +63,13 @@ pub trait TaskEnv: Send + Sync {
         map_index: usize,
         reduce_id: usize,
     ) -> Result<Vec<u8>, TaskFailure>;
+    /// Starts fetching a segment and returns what waits for it. Remote
+    /// segments are requested right away, so a reduce task can have several
+    /// in flight; the default (and local segments) read when waited on.
+    fn start_fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
+        let status = status.clone();
+        Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+    }
     fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>>;
     fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>);
 }

@@ -4,7 +4,7 @@
 
 use crate::block_manager::BlockManager;
 use ember_common::{Error, ExecutorId, Result, TaskFailure};
-use ember_core::task::{MapStatus, TaskEnv};
+use ember_core::task::{MapStatus, SegmentFetch, TaskEnv};
 use ember_shuffle::{MemoryPool, WriteConfig};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,13 @@ pub trait RemoteFetcher: Send + Sync {
         map_index: usize,
         reduce_id: usize,
     ) -> Result<Vec<u8>, TaskFailure>;
+
+    /// Sends the request now; the returned fetch waits for the answer. The
+    /// default fetches when waited on.
+    fn start(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
+        let status = status.clone();
+        Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +123,16 @@ impl TaskEnv for ExecutorEnv {
                 reduce_id,
                 message: format!("{} is not reachable from {}", status.executor, self.config.id),
             }),
+        }
+    }
+
+    fn start_fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
+        match &self.remote {
+            Some(r) if status.executor != self.config.id => r.start(status, shuffle_id, map_index, reduce_id),
+            _ => {
+                let status = status.clone();
+                Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+            }
         }
     }
 

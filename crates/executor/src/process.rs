@@ -21,7 +21,7 @@
 use crate::env::{ExecutorConfig, RemoteFetcher};
 use crate::executor::{Executor, ExecutorBackend};
 use ember_common::{ExecutorId, TaskFailure, TaskId};
-use ember_core::task::{MapStatus, StagePayload, TaskEnv, TaskOutput, TaskState};
+use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
 use ember_rpc::{
     accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION,
@@ -100,6 +100,34 @@ struct ShuffleFetcher {
     clients: Arc<BlockClients>,
 }
 
+impl ShuffleFetcher {
+    /// Sends the request now; the returned closure waits for and checks the answer.
+    fn request(
+        &self,
+        status: &MapStatus,
+        shuffle_id: u64,
+        map_index: usize,
+        reduce_id: usize,
+    ) -> impl FnOnce() -> Result<Vec<u8>, TaskFailure> + Send + 'static {
+        let wait = self
+            .clients
+            .fetch_in_background(&status.address, BlockRequest::ShuffleSegment { shuffle_id, map_index, reduce_id });
+        let status = status.clone();
+        move || {
+            let failed = |message: String| TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message };
+            let expected = status.partition_lengths.get(reduce_id).copied().unwrap_or(0);
+            match wait() {
+                Ok(BlockResponse::Bytes(b)) if b.len() as u64 == expected => Ok(b),
+                Ok(BlockResponse::Bytes(b)) => {
+                    Err(failed(format!("{} returned {} bytes, expected {expected}", status.executor, b.len())))
+                }
+                Ok(BlockResponse::Missing(m)) => Err(failed(format!("{}: {m}", status.executor))),
+                Err(e) => Err(failed(format!("cannot fetch from {} at {}: {e}", status.executor, status.address))),
+            }
+        }
+    }
+}
+
 impl RemoteFetcher for ShuffleFetcher {
     fn fetch(
         &self,
@@ -108,19 +136,12 @@ impl RemoteFetcher for ShuffleFetcher {
         map_index: usize,
         reduce_id: usize,
     ) -> Result<Vec<u8>, TaskFailure> {
-        let failed = |message: String| TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message };
-        let expected = status.partition_lengths.get(reduce_id).copied().unwrap_or(0);
-        match self
-            .clients
-            .fetch_blocking(&status.address, BlockRequest::ShuffleSegment { shuffle_id, map_index, reduce_id })
-        {
-            Ok(BlockResponse::Bytes(b)) if b.len() as u64 == expected => Ok(b),
-            Ok(BlockResponse::Bytes(b)) => {
-                Err(failed(format!("{} returned {} bytes, expected {expected}", status.executor, b.len())))
-            }
-            Ok(BlockResponse::Missing(m)) => Err(failed(format!("{}: {m}", status.executor))),
-            Err(e) => Err(failed(format!("cannot fetch from {} at {}: {e}", status.executor, status.address))),
-        }
+        self.request(status, shuffle_id, map_index, reduce_id)()
+    }
+
+    fn start(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
+        let wait = self.request(status, shuffle_id, map_index, reduce_id);
+        Box::new(move |_: &dyn TaskEnv| wait())
     }
 }
 

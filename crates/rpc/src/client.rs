@@ -114,6 +114,19 @@ impl BlockClients {
     }
 
     /// Requests a block from a thread outside the runtime (a task thread).
+    /// Sends `req` now and returns what waits for its answer, so a caller
+    /// can have several requests in flight (to one or many servers).
+    pub fn fetch_in_background(
+        self: &Arc<Self>,
+        addr: &str,
+        req: crate::messages::BlockRequest,
+    ) -> impl FnOnce() -> Result<crate::messages::BlockResponse, RpcError> + Send + 'static {
+        let (this, addr) = (self.clone(), addr.to_string());
+        let task = self.handle.spawn(async move { this.fetch(&addr, req).await });
+        let handle = self.handle.clone();
+        move || handle.block_on(task).unwrap_or(Err(RpcError::Closed))
+    }
+
     pub fn fetch_blocking(
         &self,
         addr: &str,

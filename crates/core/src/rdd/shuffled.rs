@@ -10,10 +10,11 @@ use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::metrics::TaskMetrics;
 use crate::partitioner::PartitionerDesc;
 use crate::shuffle_dep::ShuffleDependencyBase;
-use crate::task::TaskContext;
+use crate::task::{SegmentFetch, TaskContext};
 use ember_common::{Error, RddId, Result, ShuffleId, TaskFailure};
 use ember_shuffle::{Aggregator, SegmentReader};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -32,34 +33,76 @@ where
         .filter(|(_, m)| m.partition_lengths.get(reduce_id).copied().unwrap_or(0) > 0)
         .map(|(i, m)| (i, m.clone()))
         .collect();
-    let ctx_fetch = ctx.clone();
     let sid = shuffle_id.0;
-    let blocks = maps.into_iter().map_while(move |(map_index, status)| {
-        match ctx_fetch.env().fetch_segment(&status, sid, map_index, reduce_id) {
-            Ok(bytes) => {
-                TaskMetrics::add(&ctx_fetch.metrics().shuffle_bytes_read, bytes.len() as u64);
-                let ctx_rec = ctx_fetch.clone();
-                let records = SegmentReader::<K, V>::new(bytes).map_while(move |r| match r {
-                    Ok(kv) => Some(kv),
-                    Err(e) => {
-                        ctx_rec.fail(TaskFailure::FetchFailed {
-                            shuffle_id: sid,
-                            map_index,
-                            reduce_id,
-                            message: e.to_string(),
-                        });
-                        None
-                    }
+    let segments = Prefetch {
+        ctx: ctx.clone(),
+        shuffle_id: sid,
+        reduce_id,
+        rest: maps.into_iter(),
+        pending: VecDeque::new(),
+        in_flight: 0,
+    };
+    let ctx_fetch = ctx.clone();
+    let blocks = segments.map(move |(map_index, bytes)| {
+        TaskMetrics::add(&ctx_fetch.metrics().shuffle_bytes_read, bytes.len() as u64);
+        let ctx_rec = ctx_fetch.clone();
+        SegmentReader::<K, V>::new(bytes).map_while(move |r| match r {
+            Ok(kv) => Some(kv),
+            Err(e) => {
+                ctx_rec.fail(TaskFailure::FetchFailed {
+                    shuffle_id: sid,
+                    map_index,
+                    reduce_id,
+                    message: e.to_string(),
                 });
-                Some(records)
+                None
             }
+        })
+    });
+    Ok(Box::new(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+}
+
+/// Bytes of remote segments a reduce task keeps requested ahead of the one it
+/// is reading (Spark's `spark.reducer.maxSizeInFlight` default, 48 MiB).
+const MAX_BYTES_IN_FLIGHT: u64 = 48 << 20;
+
+/// A reduce task's segments in map order, with remote ones requested ahead:
+/// while one segment is decoded, the next ones (up to
+/// [`MAX_BYTES_IN_FLIGHT`]) are already on their way from other executors,
+/// instead of one network round trip per segment. Local segments are read
+/// when reached. A failed fetch fails the task and ends the stream.
+struct Prefetch {
+    ctx: TaskContext,
+    shuffle_id: u64,
+    reduce_id: usize,
+    rest: std::vec::IntoIter<(usize, crate::task::MapStatus)>,
+    pending: VecDeque<(usize, u64, SegmentFetch)>,
+    in_flight: u64,
+}
+
+impl Iterator for Prefetch {
+    type Item = (usize, Vec<u8>);
+
+    fn next(&mut self) -> Option<(usize, Vec<u8>)> {
+        while self.pending.is_empty() || self.in_flight < MAX_BYTES_IN_FLIGHT {
+            let Some((map_index, status)) = self.rest.next() else { break };
+            let len = status.partition_lengths.get(self.reduce_id).copied().unwrap_or(0);
+            let fetch = self.ctx.env().start_fetch(&status, self.shuffle_id, map_index, self.reduce_id);
+            self.in_flight += len;
+            self.pending.push_back((map_index, len, fetch));
+        }
+        let (map_index, len, fetch) = self.pending.pop_front()?;
+        self.in_flight -= len;
+        match fetch(self.ctx.env().as_ref()) {
+            Ok(bytes) => Some((map_index, bytes)),
             Err(failure) => {
-                ctx_fetch.fail(failure);
+                self.ctx.fail(failure);
+                self.pending.clear();
+                self.rest = Vec::new().into_iter();
                 None
             }
         }
-    });
-    Ok(Box::new(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+    }
 }
 
 /// Counts the records a reduce task reads in a plain field and publishes the
@@ -372,5 +415,104 @@ where
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{MapStatus, ShuffleInput, TaskEnv, TaskIds};
+    use ember_common::{ExecutorId, StageId, TaskId};
+    use ember_shuffle::{BlockWriter, MemoryPool, WriteConfig};
+    use parking_lot::Mutex;
+    use std::any::Any;
+    use std::path::PathBuf;
+
+    /// Serves in-memory segments and logs when each fetch starts and is waited on.
+    struct LoggingEnv {
+        id: ExecutorId,
+        pool: Arc<MemoryPool>,
+        segments: Vec<Vec<u8>>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TaskEnv for LoggingEnv {
+        fn executor_id(&self) -> &ExecutorId {
+            &self.id
+        }
+        fn memory_pool(&self) -> &Arc<MemoryPool> {
+            &self.pool
+        }
+        fn write_config(&self) -> WriteConfig {
+            WriteConfig::new(std::env::temp_dir())
+        }
+        fn map_output_paths(&self, _: u64, _: usize) -> (PathBuf, PathBuf) {
+            unreachable!("a reduce-side test")
+        }
+        fn block_address(&self) -> String {
+            String::new()
+        }
+        fn fetch_segment(&self, _: &MapStatus, _: u64, map: usize, _: usize) -> Result<Vec<u8>, TaskFailure> {
+            Ok(self.segments[map].clone())
+        }
+        fn start_fetch(&self, _: &MapStatus, _: u64, map: usize, _: usize) -> SegmentFetch {
+            self.log.lock().push(format!("start {map}"));
+            let (log, bytes) = (self.log.clone(), self.segments[map].clone());
+            Box::new(move |_: &dyn TaskEnv| {
+                log.lock().push(format!("wait {map}"));
+                Ok(bytes)
+            })
+        }
+        fn cache_get(&self, _: u64, _: usize) -> Option<Arc<dyn Any + Send + Sync>> {
+            None
+        }
+        fn cache_put(&self, _: u64, _: usize, _: Arc<dyn Any + Send + Sync>) {}
+    }
+
+    /// Reads reduce partition 0 of three map outputs whose recorded lengths
+    /// are `lengths`; returns the records and the fetch log.
+    fn read_with_lengths(lengths: [u64; 3]) -> (Vec<(u32, u32)>, Vec<String>) {
+        let segments: Vec<Vec<u8>> = (0..3u32)
+            .map(|m| {
+                let mut out = Vec::new();
+                let mut w = BlockWriter::new(1 << 10, true);
+                for i in 0..100u32 {
+                    w.write_record(&(m * 1000 + i), &i, &mut out).unwrap();
+                }
+                w.finish_segment(&mut out).unwrap();
+                out
+            })
+            .collect();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let env = LoggingEnv { id: ExecutorId("e".into()), pool: MemoryPool::new(1 << 20), segments, log: log.clone() };
+        let maps = lengths
+            .iter()
+            .map(|&len| MapStatus {
+                executor: ExecutorId("other".into()),
+                address: String::new(),
+                partition_lengths: vec![len],
+            })
+            .collect();
+        let ids = TaskIds { task_id: TaskId(1), stage_id: StageId(1), stage_attempt: 0, partition: 0, attempt: 0 };
+        let ctx = TaskContext::new(ids, Arc::new(env), Arc::new(vec![ShuffleInput { shuffle_id: 7, maps }]));
+        let records: Vec<(u32, u32)> = read_shuffle(&ctx, ShuffleId(7), 0).unwrap().collect();
+        assert!(!ctx.should_stop());
+        let log = log.lock().clone();
+        (records, log)
+    }
+
+    #[test]
+    fn small_segments_are_all_requested_before_the_first_is_read() {
+        let (records, log) = read_with_lengths([10, 10, 10]);
+        assert_eq!(records.len(), 300);
+        assert!(records.windows(2).all(|w| w[0].0 < w[1].0), "segments are read in map order");
+        assert_eq!(log, ["start 0", "start 1", "start 2", "wait 0", "wait 1", "wait 2"]);
+    }
+
+    #[test]
+    fn requests_stop_at_the_in_flight_limit_and_empty_segments_are_skipped() {
+        let (records, log) = read_with_lengths([MAX_BYTES_IN_FLIGHT, 0, MAX_BYTES_IN_FLIGHT / 2]);
+        assert_eq!(records.len(), 200);
+        assert_eq!(log, ["start 0", "wait 0", "start 2", "wait 2"]);
     }
 }
