@@ -97,7 +97,11 @@ impl Collector {
 
 /// A field of `/proc/self/status` in bytes (`VmHWM`, `VmRSS`, ...).
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_field("/proc/self/status", field)
+}
+
+fn status_field(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status.lines().find_map(|l| {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
         let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
@@ -110,11 +114,21 @@ pub fn peak_rss() -> Option<u64> {
     proc_status_bytes("VmHWM")
 }
 
+/// Another process's peak resident set size (`VmHWM`), e.g. an executor's.
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    status_field(&format!("/proc/{pid}/status"), "VmHWM")
+}
+
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` value 5), so the
 /// next [`peak_rss`] is the peak of what runs after this call. Returns
 /// whether the kernel accepted it.
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// [`reset_peak_rss`] for another process of the same user.
+pub fn reset_peak_rss_of(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// The first three fields of `/proc/loadavg` (1, 5, 15 minutes), to show how
@@ -123,4 +137,18 @@ pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(","))
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_of_a_pid_reads_the_same_field_as_self() {
+        let me = std::process::id();
+        let own = peak_rss().expect("VmHWM of this process");
+        let by_pid = peak_rss_of(me).expect("VmHWM by pid");
+        assert!(own > 0 && by_pid >= own / 2 && by_pid <= own * 2, "{own} vs {by_pid}");
+        assert!(peak_rss_of(u32::MAX).is_none());
+    }
 }

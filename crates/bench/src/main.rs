@@ -9,7 +9,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_bench::gen;
-use ember_bench::harness::{load_average, peak_rss, reset_peak_rss, Collector};
+use ember_bench::harness::{load_average, peak_rss, peak_rss_of, reset_peak_rss, reset_peak_rss_of, Collector};
 use ember_bench::workloads::{self, sched::Pool, Env, ALL, NATIVE_THREADS};
 
 /// The benchmark binary, like any user program, picks its allocator: mimalloc
@@ -146,8 +146,14 @@ fn run(names: &[String], env: &Env, master: &str, warmup: usize, runs: usize, en
     );
     let mut process_peak = peak_rss().unwrap_or(0);
     let mut failures = Vec::new();
+    // Executor processes (local-cluster): their peaks are read and reset per
+    // workload too; empty in local mode.
+    let executor_pids = || sc.as_ref().map(|sc| sc.executor_pids()).unwrap_or_default();
     for name in names {
         let resettable = reset_peak_rss();
+        for pid in executor_pids() {
+            reset_peak_rss_of(pid);
+        }
         println!("INFO workload {name} start loadavg={}", load_average());
         let tw = Instant::now();
         let one = |_: usize| match (&sc, &pool) {
@@ -177,6 +183,16 @@ fn run(names: &[String], env: &Env, master: &str, warmup: usize, runs: usize, en
             tw.elapsed().as_secs_f64() * 1e3,
             load_average()
         );
+        let executor_peaks: Vec<u64> = executor_pids().into_iter().filter_map(peak_rss_of).collect();
+        if !executor_peaks.is_empty() {
+            let sum: u64 = executor_peaks.iter().sum();
+            println!(
+                "PEAK_RSS_EXECUTORS {name} sum={sum} max={} executors={} (sum of per-process peaks; with the driver's: {})",
+                executor_peaks.iter().max().copied().unwrap_or(0),
+                executor_peaks.len(),
+                sum + peak
+            );
+        }
         match outcome {
             Ok(()) if collector.all_valid => {}
             Ok(()) => failures.push(format!("{name}: validation failed")),
