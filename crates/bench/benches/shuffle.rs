@@ -1,10 +1,14 @@
 //! Shuffle write and read cost per record, on the engine's shuffle crate
 //! directly: `write_plain` (no aggregation, like group_by_key / sort /
 //! join), `write_combined` (map-side sum, like reduce_by_key) and reading
-//! every reduce segment back with `SegmentReader`.
+//! every reduce segment back with `SegmentReader`, and the reduce side of a
+//! group-by: decoding segments straight into `combine_by_key` over a key
+//! set larger than the cache (the case batching was made for).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ember_shuffle::{read_segment, write_combined, write_plain, FnAggregator, MemoryPool, SegmentReader, WriteConfig};
+use ember_shuffle::{
+    combine_by_key, read_segment, write_combined, write_plain, FnAggregator, MemoryPool, SegmentReader, WriteConfig,
+};
 use std::convert::Infallible;
 use std::hint::black_box;
 
@@ -64,6 +68,41 @@ fn bench_shuffle(c: &mut Criterion) {
                     }
                 }
                 black_box(n)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Reduce side of a group-by, shaped like one agg reduce task: 1 M records
+    // over 62,500 keys (16 values per key; the table and the per-key vectors
+    // outgrow L2), decoded from a segment as a reduce task does.
+    let group = FnAggregator::new(
+        |v: i64| vec![v],
+        |mut c: Vec<i64>, v: i64| {
+            c.push(v);
+            c
+        },
+        |mut a: Vec<i64>, b: Vec<i64>| {
+            a.extend(b);
+            a
+        },
+    );
+    const GROUP_RECORDS: u64 = 1_000_000;
+    let wide = |i: u64| Ok::<_, Infallible>((ember_bench::gen::key_of(i, 62_500), i as i64));
+    let mut mem = pool.reservation();
+    write_plain((0..GROUP_RECORDS).map(wide), 1, |_: &u64| 0, &mut mem, &cfg, &data, &index).expect("write");
+    let segment = read_segment(&data, &index, 0).expect("read segment");
+    g.throughput(Throughput::Elements(GROUP_RECORDS));
+    g.sample_size(10);
+    g.bench_function("group_by_key_from_segment_1m_records_62k_keys", |b| {
+        b.iter_batched(
+            || segment.clone(),
+            |seg| {
+                let mut mem = pool.reservation();
+                let groups =
+                    combine_by_key(SegmentReader::<u64, i64>::new(seg), &group, &mut mem, &cfg.spill_dir, &cfg)
+                        .expect("combine");
+                black_box(groups.count())
             },
             BatchSize::LargeInput,
         )
