@@ -75,14 +75,7 @@ impl<T: Data> Rdd<T> {
 
     /// Folds each partition from `zero`, then the partition results from `zero`.
     pub fn fold<F: Fn(T, T) -> T + ShippableFn>(&self, zero: T, f: F) -> Result<T> {
-        let f = Func::new(f);
-        let parts = self.ctx.run_job(
-            self,
-            all(self.num_partitions()),
-            zero.clone(),
-            |z: &T, _: &TaskContext, it: BoxIter<T>| Ok(it.fold(z.clone(), conjure::<F>())),
-        )?;
-        Ok(parts.into_iter().fold(zero, f.get()))
+        self.aggregate(zero, f, f)
     }
 
     /// `seq` folds each partition from `zero`; `comb` merges partition results from `zero`.

@@ -47,6 +47,13 @@ pub enum TaskOutput {
 /// waits for the bytes.
 pub type SegmentFetch = Box<dyn FnOnce(&dyn TaskEnv) -> Result<Vec<u8>, TaskFailure> + Send>;
 
+/// A [`SegmentFetch`] that does nothing until waited on, then calls
+/// [`TaskEnv::fetch_segment`].
+pub fn fetch_when_waited(status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
+    let status = status.clone();
+    Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+}
+
 pub trait TaskEnv: Send + Sync {
     fn executor_id(&self) -> &ExecutorId;
     fn memory_pool(&self) -> &Arc<MemoryPool>;
@@ -67,8 +74,7 @@ pub trait TaskEnv: Send + Sync {
     /// segments are requested right away, so a reduce task can have several
     /// in flight; the default (and local segments) read when waited on.
     fn start_fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
-        let status = status.clone();
-        Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+        fetch_when_waited(status, shuffle_id, map_index, reduce_id)
     }
     fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>>;
     fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>);

@@ -59,16 +59,7 @@ impl LocalCluster {
     /// Starts the driver endpoint and E executor processes, and waits until all have registered.
     /// Lost executors are replaced for as long as the cluster runs.
     pub fn start(config: LocalClusterConfig, loop_tx: Sender<LoopMsg>) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            // One I/O thread: every wake-up between a reader and a writer on
-            // different threads costs a context switch, and on two cores those
-            // dominated per-task latency (sched 12.5-13.1k -> 16.4-16.9k tasks/s,
-            // tiny 0.22-0.26 -> 0.17-0.19 ms in local-cluster[2,1,..], A/B).
-            .worker_threads(1)
-            .thread_name("ember-driver-io")
-            .thread_stack_size(16 << 20)
-            .enable_all()
-            .build()
+        let runtime = ember_rpc::io_runtime("ember-driver-io", 16 << 20)
             .map_err(|e| Error::io("cannot start the driver's network runtime", e))?;
         let secret = Secret::generate();
         let endpoint = DriverEndpoint::start(

@@ -4,7 +4,7 @@
 
 use crate::block_manager::BlockManager;
 use ember_common::{Error, ExecutorId, Result, TaskFailure};
-use ember_core::task::{MapStatus, SegmentFetch, TaskEnv};
+use ember_core::task::{fetch_when_waited, MapStatus, SegmentFetch, TaskEnv};
 use ember_shuffle::{MemoryPool, WriteConfig};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,7 @@ pub trait RemoteFetcher: Send + Sync {
     /// Sends the request now; the returned fetch waits for the answer. The
     /// default fetches when waited on.
     fn start(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
-        let status = status.clone();
-        Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
+        fetch_when_waited(status, shuffle_id, map_index, reduce_id)
     }
 }
 
@@ -129,10 +128,7 @@ impl TaskEnv for ExecutorEnv {
     fn start_fetch(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
         match &self.remote {
             Some(r) if status.executor != self.config.id => r.start(status, shuffle_id, map_index, reduce_id),
-            _ => {
-                let status = status.clone();
-                Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
-            }
+            _ => fetch_when_waited(status, shuffle_id, map_index, reduce_id),
         }
     }
 

@@ -59,18 +59,9 @@ fn run() -> Result<(), String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
     let secret = Secret::from_hex(&line).ok_or("stdin did not carry a valid application secret")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // One I/O thread: every wake-up between a reader and a writer on
-        // different threads costs a context switch, and on two cores those
-        // dominated per-task latency (sched 12.5-13.1k -> 16.4-16.9k tasks/s,
-        // tiny 0.22-0.26 -> 0.17-0.19 ms in local-cluster[2,1,..], A/B).
-        .worker_threads(1)
-        .thread_name("ember-executor-io")
-        // Large lineages are dropped here when stages are released.
-        .thread_stack_size(64 << 20)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // Large lineages are dropped on the runtime's threads when stages are released.
+    let runtime =
+        ember_rpc::io_runtime("ember-executor-io", 64 << 20).map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(serve(config, secret));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result

@@ -9,12 +9,15 @@
 //!   between block clients and block servers.
 //! - [`client`]: a request/response client that multiplexes many concurrent
 //!   calls over one connection per peer.
+//! - [`runtime`]: the single-I/O-thread runtime both kinds of process use.
 
 pub mod client;
 pub mod frame;
 pub mod launch;
 pub mod messages;
+pub mod runtime;
 
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};
+pub use runtime::io_runtime;
