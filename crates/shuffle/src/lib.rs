@@ -16,6 +16,7 @@ pub mod aggregator;
 pub mod error;
 pub mod format;
 pub mod memory;
+mod prefetch;
 pub mod reader;
 mod record;
 mod spill;

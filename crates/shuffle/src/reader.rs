@@ -27,6 +27,7 @@ use crate::aggregator::{Aggregator, MergeCombiners};
 use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
+use crate::prefetch::{prefetch, prefetch_heap};
 use crate::record::{has_sort_prefix, sort_prefix};
 use crate::spill::for_each_batch;
 use crate::spill::{
@@ -235,7 +236,7 @@ impl<K: Ord, V> PartialEq for HeapItem<K, V> {
 
 impl<K: Ord, V> Eq for HeapItem<K, V> {}
 
-type SortRun<K, V> = Run<std::vec::IntoIter<(K, V)>, Counted<SegmentReader<K, V>>>;
+type SortRun<K, V> = Run<InOrder<K, V>, Counted<SegmentReader<K, V>>>;
 
 struct SortMerge<K, V> {
     sources: Vec<SortRun<K, V>>,
@@ -273,7 +274,7 @@ impl<K: Ord + DeserializeOwned + 'static, V: DeserializeOwned + 'static> SortMer
 }
 
 enum SortedInner<K, V> {
-    Mem(std::vec::IntoIter<(K, V)>),
+    Mem(InOrder<K, V>),
     Merge(SortMerge<K, V>),
 }
 
@@ -331,7 +332,8 @@ impl<K: Ord + DeserializeOwned + 'static, V: DeserializeOwned + 'static> Iterato
     }
 }
 
-fn sort_buffer<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
+/// Sorts a buffer of records by key; the result yields them in order.
+fn sort_buffer<K: Ord + 'static, V: 'static>(mut buf: Vec<(K, V)>, ascending: bool) -> InOrder<K, V> {
     if has_sort_prefix::<K>() && buf.len() > 1 {
         return sort_by_prefix(buf, ascending);
     }
@@ -340,16 +342,18 @@ fn sort_buffer<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
     } else {
         buf.sort_unstable_by(|a, b| b.0.cmp(&a.0));
     }
+    InOrder::Moved(buf.into_iter())
 }
 
 /// Sorts byte-like keys through `(prefix, index)` pairs: most comparisons
 /// are of two integers in one contiguous array, and only equal prefixes read
-/// the keys themselves. The records are then moved into place once.
-fn sort_by_prefix<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
+/// the keys themselves. The records stay where they are; [`InOrder`] hands
+/// them out through the sorted indices.
+fn sort_by_prefix<K: Ord + 'static, V: 'static>(buf: Vec<(K, V)>, ascending: bool) -> InOrder<K, V> {
     let mut order: Vec<(u64, usize)> =
         buf.iter().enumerate().map(|(i, r)| (sort_prefix(&r.0).unwrap_or(0), i)).collect();
     {
-        let keys = &*buf;
+        let keys = &buf;
         let by_key = |a: &(u64, usize), b: &(u64, usize)| a.0.cmp(&b.0).then_with(|| keys[a.1].0.cmp(&keys[b.1].0));
         if ascending {
             order.sort_unstable_by(by_key);
@@ -357,22 +361,58 @@ fn sort_by_prefix<K: Ord + 'static, V>(buf: &mut [(K, V)], ascending: bool) {
             order.sort_unstable_by(|a, b| by_key(b, a));
         }
     }
-    // Position i takes the record now at order[i].1; follow each cycle once,
-    // marking finished positions by pointing them at themselves.
-    for start in 0..order.len() {
-        if order[start].1 == start {
-            continue;
-        }
-        let mut at = start;
-        loop {
-            let from = order[at].1;
-            order[at].1 = at;
-            if from == start {
-                break;
+    // Same layout (the key's niche holds `None`), so this reuses the buffer.
+    let recs = buf.into_iter().map(Some).collect();
+    InOrder::Indexed { recs, order, pos: 0 }
+}
+
+/// How far ahead of the consumer [`InOrder::Indexed`] prefetches a record's
+/// slot, and (later, once the slot is cached) the heap bytes it points to.
+const PREFETCH_SLOT_AHEAD: usize = 16;
+const PREFETCH_HEAP_AHEAD: usize = 8;
+
+/// A sorted buffer's records in key order.
+enum InOrder<K, V> {
+    /// Sorted in place.
+    Moved(std::vec::IntoIter<(K, V)>),
+    /// Records in arrival order and their positions in key order. In key
+    /// order every record is a cache miss somewhere in the buffer (and its
+    /// byte keys and values more misses elsewhere on the heap); prefetching
+    /// a few records ahead overlaps those misses with the consumer's work
+    /// instead of stalling on each in turn.
+    Indexed { recs: Vec<Option<(K, V)>>, order: Vec<(u64, usize)>, pos: usize },
+}
+
+impl<K: 'static, V: 'static> Iterator for InOrder<K, V> {
+    type Item = (K, V);
+
+    #[inline]
+    fn next(&mut self) -> Option<(K, V)> {
+        match self {
+            InOrder::Moved(it) => it.next(),
+            InOrder::Indexed { recs, order, pos } => {
+                let &(_, at) = order.get(*pos)?;
+                if let Some(&(_, ahead)) = order.get(*pos + PREFETCH_SLOT_AHEAD) {
+                    prefetch(&recs[ahead]);
+                }
+                if let Some(&(_, ahead)) = order.get(*pos + PREFETCH_HEAP_AHEAD) {
+                    if let Some((k, v)) = &recs[ahead] {
+                        prefetch_heap(k);
+                        prefetch_heap(v);
+                    }
+                }
+                *pos += 1;
+                recs[at].take()
             }
-            buf.swap(at, from);
-            at = from;
         }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match self {
+            InOrder::Moved(it) => it.len(),
+            InOrder::Indexed { order, pos, .. } => order.len() - *pos,
+        };
+        (n, Some(n))
     }
 }
 
@@ -415,6 +455,8 @@ where
     let mut buf: Vec<(K, V)> = Vec::new();
     let mut est = SizeEstimator::default();
     let mut runs: Vec<(SpillFile, u64)> = Vec::new();
+    // The prefix sort's `(prefix, index)` per record, held until the buffer is consumed.
+    let index_bytes = if has_sort_prefix::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
         let env = env(cfg, mem, spill_dir);
         for rec in records {
@@ -423,33 +465,26 @@ where
                 est.record(encoded_size(&(&k, &v)));
             }
             buf.push((k, v));
-            let needed = buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * est.per_entry();
+            let needed = buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * (est.per_entry() + index_bytes);
             if !ensure_reserved(env.mem, needed, env.chunk) {
-                sort_buffer(&mut buf, ascending);
                 let (file, f) = SpillFile::create(env.dir)?;
                 let mut w = BufWriter::with_capacity(IO_BUFFER, f);
                 let mut bw = BlockWriter::new(env.block_size, env.compress);
-                for (k, v) in buf.drain(..) {
+                for (k, v) in sort_buffer(std::mem::take(&mut buf), ascending) {
                     bw.write_record(&k, &v, &mut w)?;
                 }
                 bw.finish_segment(&mut w)?;
                 finish_writer(w, file.path())?;
                 tracing::debug!(path = %file.path().display(), records = bw.records_written(), bytes = bw.bytes_written(), "spilled sorted run");
                 runs.push((file, bw.records_written()));
-                buf = Vec::new();
                 env.mem.free();
             }
         }
     }
-    sort_buffer(&mut buf, ascending);
+    let sorted = sort_buffer(buf, ascending);
     let spill_count = runs.len() as u32;
     if runs.is_empty() {
-        return Ok(SortedIter {
-            inner: SortedInner::Mem(buf.into_iter()),
-            _spills: Vec::new(),
-            mem: mem.take(),
-            spill_count,
-        });
+        return Ok(SortedIter { inner: SortedInner::Mem(sorted), _spills: Vec::new(), mem: mem.take(), spill_count });
     }
     let mut sources: Vec<SortRun<K, V>> = Vec::with_capacity(runs.len() + 1);
     for (file, count) in &runs {
@@ -457,7 +492,7 @@ where
         let seg = SegmentReader::from_reader(reader).with_label(format!("spill file {}", file.path().display()));
         sources.push(Run::Spill(Counted::new(seg, *count)));
     }
-    sources.push(Run::Mem(buf.into_iter()));
+    sources.push(Run::Mem(sorted));
     Ok(SortedIter {
         inner: SortedInner::Merge(SortMerge {
             heap: BinaryHeap::with_capacity(sources.len()),
