@@ -20,6 +20,7 @@ mod prefetch;
 pub mod reader;
 mod record;
 mod spill;
+mod table;
 pub mod writer;
 
 pub use aggregator::{key_hash, Aggregator, FnAggregator, MergeCombiners, KEY_HASH_SEED};

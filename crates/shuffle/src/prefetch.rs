@@ -5,7 +5,7 @@
 //! cache fill early so that several misses overlap instead of queueing
 //! behind the work done per record.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
 /// Hints that the cache line holding `p` will be read soon. No-op on
 /// targets without a prefetch instruction in stable Rust.
@@ -34,6 +34,13 @@ pub(crate) fn prefetch_heap<T: 'static>(v: &T) {
     }
 }
 
+/// Whether [`prefetch_heap`] does anything for `T`.
+#[inline(always)]
+pub(crate) fn has_heap_bytes<T: 'static>() -> bool {
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<Vec<u8>>() || t == TypeId::of::<String>()
+}
+
 /// Prefetches the first and the last cache line of `b` (a short buffer
 /// often straddles a line boundary; longer ones are read sequentially,
 /// which the hardware prefetcher follows on its own).
@@ -58,5 +65,6 @@ mod tests {
         prefetch_heap(&Vec::<u8>::new());
         prefetch_heap(&String::from("abc"));
         prefetch_heap(&7u64);
+        assert!(has_heap_bytes::<Vec<u8>>() && has_heap_bytes::<String>() && !has_heap_bytes::<u64>());
     }
 }

@@ -14,7 +14,7 @@
 //! explicitly; `cfg.spill_dir` is ignored, the other `cfg` fields apply.
 
 use std::cmp::Ordering;
-use std::collections::{hash_map, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::hash::Hash;
 use std::io::{BufReader, BufWriter};
@@ -50,7 +50,7 @@ type CombineRun<K, C> =
     Run<std::iter::Map<std::vec::IntoIter<Entry<K, C>>, StripFn<K, C>>, Counted<SegmentReader<K, C>>>;
 
 enum CombinedInner<K, V, C, A> {
-    Mem(hash_map::IntoIter<K, Option<C>>),
+    Mem(std::vec::IntoIter<(K, Option<C>)>),
     Merge(HashMerge<K, V, C, A, CombineRun<K, C>>),
 }
 
@@ -150,12 +150,12 @@ where
     let mut comb: Combiner<K, C> = Combiner::new(1);
     {
         let mut env = env(cfg, mem, spill_dir);
-        for_each_batch(records, |k, v| comb.insert(k, v, &agg, &single, &mut env))?;
+        for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &single, &mut env))?;
     }
     let spill_count = comb.spills.len() as u32;
     if comb.spills.is_empty() {
         return Ok(CombinedIter {
-            inner: CombinedInner::Mem(comb.into_map().into_iter()),
+            inner: CombinedInner::Mem(comb.into_entries().into_iter()),
             _spills: Vec::new(),
             mem: mem.take(),
             spill_count,

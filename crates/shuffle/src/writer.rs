@@ -303,7 +303,7 @@ where
         check_num_partitions(num_partitions)?;
         let mut env = cfg.env(mem, &cfg.spill_dir);
         let mut comb: Combiner<K, C> = Combiner::new(num_partitions);
-        crate::spill::for_each_batch(records, |k, v| comb.insert(k, v, &agg, &partition_of, &mut env))?;
+        crate::spill::for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &partition_of, &mut env))?;
         let (data_tmp, f) = TempOutput::create(data_path)?;
         let mut w = BufWriter::with_capacity(IO_BUFFER, f);
         let mut bw = crate::format::BlockWriter::new(env.block_size, env.compress);
