@@ -50,7 +50,7 @@ type CombineRun<K, C> =
     Run<std::iter::Map<std::vec::IntoIter<Entry<K, C>>, StripFn<K, C>>, Counted<SegmentReader<K, C>>>;
 
 enum CombinedInner<K, V, C, A> {
-    Mem(std::vec::IntoIter<(K, Option<C>)>),
+    Mem(crate::table::Drain<K, C>),
     Merge(HashMerge<K, V, C, A, CombineRun<K, C>>),
 }
 
@@ -155,7 +155,7 @@ where
     let spill_count = comb.spills.len() as u32;
     if comb.spills.is_empty() {
         return Ok(CombinedIter {
-            inner: CombinedInner::Mem(comb.into_entries().into_iter()),
+            inner: CombinedInner::Mem(comb.into_entries()),
             _spills: Vec::new(),
             mem: mem.take(),
             spill_count,

@@ -29,7 +29,7 @@ use crate::aggregator::{key_hash, Aggregator};
 use crate::error::{io_ctx, Error, Result};
 use crate::format::{BlockWriter, SegmentReader};
 use crate::memory::{ensure_reserved, MemoryReservation};
-use crate::table::{CombineTable, MAX_BATCH};
+use crate::table::{CombineTable, Drain, MAX_BATCH};
 
 /// Buffer size for spill and output file I/O.
 pub(crate) const IO_BUFFER: usize = 256 * 1024;
@@ -289,9 +289,6 @@ where
         A: Aggregator<K, V, C>,
         P: Fn(&K) -> usize,
     {
-        if self.table.is_full() {
-            self.spill(partition_of, env)?;
-        }
         let est = &mut self.est;
         self.table.upsert_batch(
             batch,
@@ -316,9 +313,8 @@ where
         partition_of: &P,
         by_hash: bool,
     ) -> Result<Vec<Entry<K, C>>> {
-        let table = self.table.take_entries();
-        let mut entries = Vec::with_capacity(table.len());
-        for (k, c) in table {
+        let mut entries = Vec::with_capacity(self.table.len());
+        for (k, c) in self.table.drain() {
             let Some(c) = c else { continue };
             let p = check_partition(partition_of(&k), self.num_partitions)?;
             let h = if by_hash { key_hash(&k) } else { 0 };
@@ -362,9 +358,9 @@ where
         Ok(())
     }
 
-    /// Consumes the combiner, giving its in-memory entries (in insertion order).
-    pub(crate) fn into_entries(mut self) -> Vec<(K, Option<C>)> {
-        self.table.take_entries()
+    /// Consumes the combiner, giving its in-memory entries.
+    pub(crate) fn into_entries(mut self) -> Drain<K, C> {
+        self.table.drain()
     }
 }
 
