@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::prefetch::{prefetch, prefetch_heap};
-use crate::record::{has_sort_prefix, sort_prefix};
+use crate::record::{is_byte_like, sort_prefix};
 use crate::spill::for_each_batch;
 use crate::spill::{
     encoded_size, finish_writer, strip, Combiner, Counted, Entry, HashMerge, Run, SizeEstimator, SpillEnv, SpillFile,
@@ -334,7 +334,7 @@ impl<K: Ord + DeserializeOwned + 'static, V: DeserializeOwned + 'static> Iterato
 
 /// Sorts a buffer of records by key; the result yields them in order.
 fn sort_buffer<K: Ord + 'static, V: 'static>(mut buf: Vec<(K, V)>, ascending: bool) -> InOrder<K, V> {
-    if has_sort_prefix::<K>() && buf.len() > 1 {
+    if is_byte_like::<K>() && buf.len() > 1 {
         return sort_by_prefix(buf, ascending);
     }
     if ascending {
@@ -456,7 +456,7 @@ where
     let mut est = SizeEstimator::default();
     let mut runs: Vec<(SpillFile, u64)> = Vec::new();
     // The prefix sort's `(prefix, index)` per record, held until the buffer is consumed.
-    let index_bytes = if has_sort_prefix::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
+    let index_bytes = if is_byte_like::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
         let env = env(cfg, mem, spill_dir);
         for rec in records {

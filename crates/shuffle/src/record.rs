@@ -94,29 +94,33 @@ fn take_varint(s: &[u8]) -> postcard::Result<(u64, &[u8])> {
     }
 }
 
-/// For byte-like keys (`Vec<u8>`, `String`), the first 8 bytes as a
-/// big-endian integer, zero-padded: `a < b` implies
-/// `sort_prefix(a) <= sort_prefix(b)`, so equal prefixes fall back to the full
-/// comparison. `None` for every other key type.
+/// The bytes of a byte-like value (`Vec<u8>` or `String`); `None` for
+/// every other type. The sort prefix and the heap prefetch both rest on it.
+#[inline(always)]
+pub(crate) fn byte_like<T: 'static>(v: &T) -> Option<&[u8]> {
+    let any = v as &dyn Any;
+    match any.downcast_ref::<Vec<u8>>() {
+        Some(b) => Some(b),
+        None => any.downcast_ref::<String>().map(String::as_bytes),
+    }
+}
+
+/// Whether [`byte_like`] gives bytes for values of type `T`.
+#[inline(always)]
+pub(crate) fn is_byte_like<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<Vec<u8>>() || TypeId::of::<T>() == TypeId::of::<String>()
+}
+
+/// For byte-like keys, the first 8 bytes as a big-endian integer,
+/// zero-padded: `a < b` implies `sort_prefix(a) <= sort_prefix(b)`, so equal
+/// prefixes fall back to the full comparison. `None` for every other key type.
 #[inline]
 pub(crate) fn sort_prefix<K: 'static>(k: &K) -> Option<u64> {
-    let any = k as &dyn Any;
-    let bytes: &[u8] = if let Some(v) = any.downcast_ref::<Vec<u8>>() {
-        v
-    } else if let Some(s) = any.downcast_ref::<String>() {
-        s.as_bytes()
-    } else {
-        return None;
-    };
+    let bytes = byte_like(k)?;
     let mut p = [0u8; 8];
     let n = bytes.len().min(8);
     p[..n].copy_from_slice(&bytes[..n]);
     Some(u64::from_be_bytes(p))
-}
-
-/// Whether [`sort_prefix`] gives a prefix for `K`.
-pub(crate) fn has_sort_prefix<K: 'static>() -> bool {
-    TypeId::of::<K>() == TypeId::of::<Vec<u8>>() || TypeId::of::<K>() == TypeId::of::<String>()
 }
 
 #[cfg(test)]
@@ -192,7 +196,10 @@ mod tests {
 
     #[test]
     fn only_byte_like_keys_have_prefixes() {
-        assert!(has_sort_prefix::<Vec<u8>>() && has_sort_prefix::<String>() && !has_sort_prefix::<u64>());
+        assert!(is_byte_like::<Vec<u8>>() && is_byte_like::<String>() && !is_byte_like::<u64>());
+        assert_eq!(byte_like(&vec![1u8, 2]), Some(&[1u8, 2][..]));
+        assert_eq!(byte_like(&"ab".to_string()), Some(&b"ab"[..]));
+        assert_eq!(byte_like(&7u64), None);
         assert_eq!(sort_prefix(&"ab".to_string()), Some(0x6162_0000_0000_0000));
         assert_eq!(sort_prefix(&7u64), None);
     }

@@ -21,7 +21,8 @@
 use std::hash::{BuildHasher, Hash};
 
 use crate::aggregator::key_hash_state;
-use crate::prefetch::{has_heap_bytes, prefetch, prefetch_heap};
+use crate::prefetch::{prefetch, prefetch_heap};
+use crate::record::is_byte_like;
 
 /// Most records [`CombineTable::upsert_batch`] takes at once.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -102,7 +103,7 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
                 prefetch(&self.tags[at]);
                 prefetch(&self.buckets[at]);
             }
-            if has_heap_bytes::<K>() {
+            if is_byte_like::<K>() {
                 for &h in hashes {
                     let at = h as usize & mask;
                     if self.tags[at] == tag_of(h) {
