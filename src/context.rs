@@ -139,6 +139,7 @@ impl Context {
         let loop_config = LoopConfig {
             max_task_failures,
             max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
+            short_task_queue: conf.get_u64("ember.scheduler.shortTaskQueueDepth")?.unwrap_or(256) as usize,
         };
         let (deployment, backend): (Deployment, Box<dyn ember_scheduler::SchedulerBackend>) = match &master {
             MasterUrl::Local { threads, .. } => {

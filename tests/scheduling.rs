@@ -378,3 +378,49 @@ fn wait_for_event<T>(sc: &Context, log: &EventLog, what: &str, pick: impl Fn(&Li
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Short tasks queue on executors (`ember.scheduler.shortTaskQueueDepth`):
+/// many of them in flight at once must still give exact answers, and a
+/// cancelled job's queued tasks must not hold up the next job.
+#[test]
+fn queued_short_tasks_give_exact_answers_and_cancel_cleanly() {
+    each_master(|sc| {
+        let n = 4_000usize;
+        let data: Vec<u64> = (0..n as u64 * 3).collect();
+        let sum = sc.parallelize(data.clone(), n).map(|x| x * 2).reduce(|a, b| a + b).unwrap();
+        assert_eq!(sum, data.iter().map(|x| x * 2).sum::<u64>());
+        let collected = sc.parallelize(data.clone(), n).map(|x| x + 1).collect().unwrap();
+        assert_eq!(collected, data.iter().map(|x| x + 1).collect::<Vec<_>>(), "order kept across queued tasks");
+
+        let log = EventLog::attach(sc);
+        let job = {
+            let sc = sc.clone();
+            std::thread::spawn(move || {
+                sc.set_job_group("many-short");
+                sc.parallelize((0..2_000_000u64).collect::<Vec<_>>(), 200_000).count()
+            })
+        };
+        // The job's stage: the only one with 200,000 tasks.
+        let stage = wait_for_event(sc, &log, "the job's stage is submitted", |e| match e {
+            ListenerEvent::StageSubmitted { stage_id, num_tasks: 200_000, .. } => Some(*stage_id),
+            _ => None,
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let ended = |sc: &Context| {
+            log.events(sc)
+                .iter()
+                .filter(|e| matches!(e, ListenerEvent::TaskEnd { stage_id, .. } if *stage_id == stage))
+                .count()
+        };
+        while ended(sc) < 100 {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for the job's 100th task");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        sc.cancel_job_group("many-short");
+        let result = job.join().unwrap();
+        assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+        let t0 = std::time::Instant::now();
+        assert_eq!(sc.parallelize((0..1000u32).collect::<Vec<_>>(), 50).count().unwrap(), 1000);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the next job waited {:?}", t0.elapsed());
+    });
+}

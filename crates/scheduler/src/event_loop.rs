@@ -78,6 +78,8 @@ pub enum JobMsg {
 pub struct LoopConfig {
     pub max_task_failures: u32,
     pub max_consecutive_stage_attempts: u32,
+    /// Tasks of a short-task set one executor core may hold (see `task_scheduler`).
+    pub short_task_queue: usize,
 }
 
 /// The driver side's handle on the running event loop.
@@ -113,7 +115,7 @@ impl DriverHandle {
             .spawn(move || {
                 let mut state = LoopState {
                     dag: DagScheduler::new(config.max_consecutive_stage_attempts),
-                    ts: TaskScheduler::new(config.max_task_failures),
+                    ts: TaskScheduler::new(config.max_task_failures).with_short_task_queue(config.short_task_queue),
                     waiters: HashMap::new(),
                     groups: HashMap::new(),
                     backend,

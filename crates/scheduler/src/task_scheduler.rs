@@ -9,6 +9,17 @@
 //! launches) and is passed to the DAG scheduler, which resubmits the lost map
 //! outputs. A killed task is not retried.
 //!
+//! Executors are offered one task per free core, as in Spark, with one
+//! exception for sets of *short* tasks: once a set's last
+//! [`SHORT_STREAK`] tasks each ran in under a millisecond, every executor
+//! core may hold up to the short-task queue depth of that set's tasks (one
+//! running, the rest queued in the executor). A task that short costs less
+//! than its round trip through the driver, so one at a time leaves the cores
+//! waiting on messages; with a queue, launches and status updates travel in
+//! batches. A set's first tasks, and any task that runs a millisecond or more,
+//! bring it back to one per core, so long tasks never queue behind each other
+//! on one executor while another idles.
+//!
 //! Pure state machine, like the DAG scheduler: calls in, launches and events out.
 
 use crate::dag::DagEvent;
@@ -37,7 +48,12 @@ struct TaskSetManager {
     num_succeeded: usize,
     running: usize,
     zombie: bool,
+    /// Consecutive successful tasks of this set that ran in under 1 ms.
+    short_streak: usize,
 }
+
+/// Consecutive sub-millisecond tasks after which a set's tasks may queue.
+pub const SHORT_STREAK: usize = 8;
 
 struct RunningTask {
     key: (StageId, u32),
@@ -47,7 +63,9 @@ struct RunningTask {
 }
 
 struct ExecutorSlots {
-    free: usize,
+    cores: usize,
+    /// Tasks launched there and not yet reported finished (running or queued).
+    in_flight: usize,
     payloads: HashSet<[u8; 32]>,
 }
 
@@ -81,9 +99,11 @@ pub struct TaskScheduler {
     running: HashMap<TaskId, RunningTask>,
     next_task_id: u64,
     max_failures: u32,
+    short_task_queue: usize,
 }
 
 impl TaskScheduler {
+    /// One task per free core at all times (Spark's rule).
     pub fn new(max_failures: u32) -> Self {
         TaskScheduler {
             sets: BTreeMap::new(),
@@ -92,15 +112,24 @@ impl TaskScheduler {
             running: HashMap::new(),
             next_task_id: 0,
             max_failures: max_failures.max(1),
+            short_task_queue: 1,
         }
     }
 
-    pub fn add_executor(&mut self, id: ExecutorId, cores: usize) {
-        self.executors.insert(id, ExecutorSlots { free: cores, payloads: HashSet::new() });
+    /// Lets each core hold up to `depth` tasks of a set of short tasks
+    /// (`ember.scheduler.shortTaskQueueDepth`; 1 turns queueing off).
+    pub fn with_short_task_queue(mut self, depth: usize) -> Self {
+        self.short_task_queue = depth.max(1);
+        self
     }
 
+    pub fn add_executor(&mut self, id: ExecutorId, cores: usize) {
+        self.executors.insert(id, ExecutorSlots { cores, in_flight: 0, payloads: HashSet::new() });
+    }
+
+    /// Cores with no task launched on them.
     pub fn total_free_cores(&self) -> usize {
-        self.executors.values().map(|e| e.free).sum()
+        self.executors.values().map(|e| e.cores.saturating_sub(e.in_flight)).sum()
     }
 
     pub fn num_running_tasks(&self) -> usize {
@@ -121,12 +150,14 @@ impl TaskScheduler {
                 num_succeeded: 0,
                 running: 0,
                 zombie: false,
+                short_streak: 0,
                 set,
             },
         );
     }
 
-    /// Assigns pending tasks to free cores: sets in FIFO order, executors round-robin.
+    /// Assigns pending tasks to free cores (or queue places, for short
+    /// tasks): sets in FIFO order, executors round-robin.
     pub fn resource_offers(&mut self, now: u64) -> (Vec<Launch>, Vec<ListenerEvent>) {
         let mut launches = Vec::new();
         let mut events = Vec::new();
@@ -137,20 +168,21 @@ impl TaskScheduler {
         loop {
             let mut launched_any = false;
             for exec in &execs {
-                if self.executors[exec].free == 0 {
-                    continue;
-                }
                 let Some((_, tsm)) = self.sets.iter_mut().find(|(_, t)| !t.zombie && !t.pending.is_empty()) else {
                     return (launches, events);
                 };
+                let per_core = if tsm.short_streak >= SHORT_STREAK { self.short_task_queue } else { 1 };
+                let slots = self.executors.get_mut(exec).expect("executor");
+                if slots.in_flight >= slots.cores * per_core {
+                    continue;
+                }
                 let index = tsm.pending.pop_front().expect("non-empty");
                 let attempt = tsm.attempts[index];
                 tsm.attempts[index] += 1;
                 tsm.running += 1;
                 let task_id = TaskId(self.next_task_id);
                 self.next_task_id += 1;
-                let slots = self.executors.get_mut(exec).expect("executor");
-                slots.free -= 1;
+                slots.in_flight += 1;
                 let payload =
                     if slots.payloads.insert(tsm.set.payload.hash) { Some(tsm.set.payload.clone()) } else { None };
                 let task = TaskDescription {
@@ -191,7 +223,7 @@ impl TaskScheduler {
         }
         let Some(rt) = self.running.remove(&task_id) else { return out };
         if let Some(slots) = self.executors.get_mut(&rt.executor) {
-            slots.free += 1;
+            slots.in_flight = slots.in_flight.saturating_sub(1);
         }
         let Some(set_key) = self.keys.get(&rt.key).copied() else { return out };
         let Some(tsm) = self.sets.get_mut(&set_key) else { return out };
@@ -214,6 +246,8 @@ impl TaskScheduler {
             metrics,
             time: now,
         }));
+        let short = failure.is_none() && metrics_total_ms(&state) == 0;
+        tsm.short_streak = if short { tsm.short_streak + 1 } else { 0 };
         match state {
             TaskState::Finished { output, .. } => {
                 if !tsm.succeeded[rt.index] {
@@ -330,5 +364,15 @@ impl TaskScheduler {
             ));
         }
         out
+    }
+}
+
+/// Decode plus run time reported for a finished or failed task, in ms.
+fn metrics_total_ms(state: &TaskState) -> u64 {
+    match state {
+        TaskState::Finished { metrics, .. } | TaskState::Failed { metrics, .. } => {
+            metrics.decode_time_ms + metrics.run_time_ms
+        }
+        TaskState::Running => 0,
     }
 }

@@ -413,3 +413,60 @@ fn a_finished_parent_that_loses_outputs_is_resubmitted() {
     resubmitted |= task_sets(&a).iter().any(|s| s.stage_id == m1 && s.partitions == vec![0]);
     assert!(resubmitted, "the lost map output is recomputed");
 }
+
+fn finished_in(ms: u64) -> TaskState {
+    TaskState::Finished {
+        output: TaskOutput::Result(vec![]),
+        metrics: TaskMetricsSnapshot { run_time_ms: ms, ..Default::default() },
+    }
+}
+
+#[test]
+fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
+    let mut ts = TaskScheduler::new(4).with_short_task_queue(4);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.submit(TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: (0..100).collect(),
+        payload: payload(),
+    });
+    // One per core until SHORT_STREAK tasks have finished in under 1 ms.
+    for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
+        let (l, _) = ts.resource_offers(0);
+        assert_eq!(l.len(), 1, "one task per core before the set is known to be short");
+        ts.status_update(l[0].task.task_id, finished_in(0), 0);
+    }
+    let (queued, _) = ts.resource_offers(0);
+    assert_eq!(queued.len(), 4, "a core holds up to the queue depth of short tasks");
+    assert!(ts.resource_offers(0).0.is_empty(), "never more than the depth in flight");
+    // A task that takes a millisecond or more ends queueing for the set.
+    ts.status_update(queued[0].task.task_id, finished_in(5), 0);
+    assert!(ts.resource_offers(0).0.is_empty(), "three still in flight on the one core");
+    for l in &queued[1..] {
+        ts.status_update(l.task.task_id, finished_in(0), 0);
+    }
+    let (l, _) = ts.resource_offers(0);
+    assert_eq!(l.len(), 1, "back to one per core until the streak builds again");
+}
+
+#[test]
+fn without_a_queue_depth_short_tasks_stay_one_per_core() {
+    let mut ts = TaskScheduler::new(4);
+    ts.add_executor(ExecutorId::from("a"), 2);
+    ts.submit(TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: (0..100).collect(),
+        payload: payload(),
+    });
+    for _ in 0..20 {
+        let (l, _) = ts.resource_offers(0);
+        assert_eq!(l.len(), 2);
+        for x in l {
+            ts.status_update(x.task.task_id, finished_in(0), 0);
+        }
+    }
+}
