@@ -230,6 +230,11 @@ fn payload() -> Arc<StagePayload> {
     Arc::new(StagePayload { hash: [7; 32], bytes: vec![1, 2, 3] })
 }
 
+/// Attempt 0 of stage 0 of job 0, over `partitions`.
+fn stage_zero(partitions: Vec<usize>) -> TaskSet {
+    TaskSet { stage_id: StageId(0), stage_attempt: 0, job_id: JobId(0), partitions, payload: payload() }
+}
+
 fn failed(msg: &str) -> TaskState {
     TaskState::Failed { failure: TaskFailure::Panic { message: msg.into() }, metrics: TaskMetricsSnapshot::default() }
 }
@@ -239,13 +244,7 @@ fn offers_fill_free_cores_and_ship_each_payload_once_per_executor() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 2);
     ts.add_executor(ExecutorId::from("b"), 1);
-    ts.submit(TaskSet {
-        stage_id: StageId(0),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: (0..5).collect(),
-        payload: payload(),
-    });
+    ts.submit(stage_zero((0..5).collect()));
     let (launches, events) = ts.resource_offers(0);
     assert_eq!(launches.len(), 3, "three free cores");
     assert_eq!(events.len(), 3);
@@ -285,13 +284,7 @@ fn earlier_jobs_are_served_first() {
 fn failed_tasks_retry_until_max_failures_then_abort() {
     let mut ts = TaskScheduler::new(3);
     ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(TaskSet {
-        stage_id: StageId(0),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: vec![4],
-        payload: payload(),
-    });
+    ts.submit(stage_zero(vec![4]));
     let mut attempts = Vec::new();
     let mut abort = None;
     for _ in 0..5 {
@@ -340,13 +333,7 @@ fn losing_an_executor_fails_its_tasks_and_they_run_elsewhere() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 1);
     ts.add_executor(ExecutorId::from("b"), 1);
-    ts.submit(TaskSet {
-        stage_id: StageId(0),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: vec![0, 1],
-        payload: payload(),
-    });
+    ts.submit(stage_zero(vec![0, 1]));
     let (l, _) = ts.resource_offers(0);
     let on_a = l.iter().find(|x| x.executor == ExecutorId::from("a")).unwrap().task.clone();
     ts.remove_executor(&ExecutorId::from("a"), "killed", 0);
@@ -425,13 +412,7 @@ fn finished_in(ms: u64) -> TaskState {
 fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
     let mut ts = TaskScheduler::new(4).with_short_task_queue(4);
     ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(TaskSet {
-        stage_id: StageId(0),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: (0..100).collect(),
-        payload: payload(),
-    });
+    ts.submit(stage_zero((0..100).collect()));
     // One per core until SHORT_STREAK tasks have finished in under 1 ms.
     for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
         let (l, _) = ts.resource_offers(0);
@@ -455,13 +436,7 @@ fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
 fn without_a_queue_depth_short_tasks_stay_one_per_core() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 2);
-    ts.submit(TaskSet {
-        stage_id: StageId(0),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: (0..100).collect(),
-        payload: payload(),
-    });
+    ts.submit(stage_zero((0..100).collect()));
     for _ in 0..20 {
         let (l, _) = ts.resource_offers(0);
         assert_eq!(l.len(), 2);
