@@ -18,7 +18,9 @@
 //! waiting on messages; with a queue, launches and status updates travel in
 //! batches. A set's first tasks, and any task that runs a millisecond or more,
 //! bring it back to one per core, so long tasks never queue behind each other
-//! on one executor while another idles.
+//! on one executor while another idles. A task lost with its executor before
+//! it reported `Running` (still queued) is resubmitted without using up one of
+//! its attempts.
 //!
 //! Pure state machine, like the DAG scheduler: calls in, launches and events out.
 
@@ -60,6 +62,8 @@ struct RunningTask {
     index: usize,
     attempt: u32,
     executor: ExecutorId,
+    /// The executor reported it `Running` (it may have sat in the executor's queue until then).
+    started: bool,
 }
 
 struct ExecutorSlots {
@@ -195,7 +199,13 @@ impl TaskScheduler {
                 };
                 self.running.insert(
                     task_id,
-                    RunningTask { key: (task.stage_id, task.stage_attempt), index, attempt, executor: exec.clone() },
+                    RunningTask {
+                        key: (task.stage_id, task.stage_attempt),
+                        index,
+                        attempt,
+                        executor: exec.clone(),
+                        started: false,
+                    },
                 );
                 events.push(ListenerEvent::TaskStart {
                     task_id,
@@ -217,8 +227,17 @@ impl TaskScheduler {
 
     /// Handles a status update from an executor.
     pub fn status_update(&mut self, task_id: TaskId, state: TaskState, now: u64) -> Vec<TsOutput> {
+        self.end_task(task_id, state, now, true)
+    }
+
+    /// A task's final (or `Running`) status. `counts` is false for a failure
+    /// that is not the task's doing and must not use up its attempts.
+    fn end_task(&mut self, task_id: TaskId, state: TaskState, now: u64, counts: bool) -> Vec<TsOutput> {
         let mut out = Vec::new();
         if matches!(state, TaskState::Running) {
+            if let Some(rt) = self.running.get_mut(&task_id) {
+                rt.started = true;
+            }
             return out;
         }
         let Some(rt) = self.running.remove(&task_id) else { return out };
@@ -277,7 +296,9 @@ impl TaskScheduler {
                 }
                 _ if tsm.succeeded[rt.index] || tsm.zombie => {}
                 _ => {
-                    tsm.failures[rt.index] += 1;
+                    if counts {
+                        tsm.failures[rt.index] += 1;
+                    }
                     if tsm.failures[rt.index] >= self.max_failures {
                         tsm.zombie = true;
                         let reason = format!(
@@ -351,17 +372,20 @@ impl TaskScheduler {
     /// An executor is gone: its running tasks fail (and are retried elsewhere).
     pub fn remove_executor(&mut self, executor: &ExecutorId, reason: &str, now: u64) -> Vec<TsOutput> {
         self.executors.remove(executor);
-        let lost: Vec<TaskId> = self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, _)| *t).collect();
+        let lost: Vec<(TaskId, bool)> =
+            self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, r)| (*t, r.started)).collect();
         let mut out = Vec::new();
-        for t in lost {
-            out.extend(self.status_update(
-                t,
-                TaskState::Failed {
-                    failure: TaskFailure::Error { message: format!("{executor} lost: {reason}") },
-                    metrics: TaskMetricsSnapshot::default(),
-                },
-                now,
-            ));
+        for (t, started) in lost {
+            // A task still queued on the executor never ran: it is resubmitted
+            // without using up one of its attempts.
+            let message = if started {
+                format!("{executor} lost: {reason}")
+            } else {
+                format!("{executor} lost before the task started: {reason}")
+            };
+            let failed =
+                TaskState::Failed { failure: TaskFailure::Error { message }, metrics: TaskMetricsSnapshot::default() };
+            out.extend(self.end_task(t, failed, now, started));
         }
         out
     }

@@ -445,3 +445,31 @@ fn without_a_queue_depth_short_tasks_stay_one_per_core() {
         }
     }
 }
+
+#[test]
+fn losing_an_executor_costs_an_attempt_only_to_tasks_that_had_started() {
+    let mut ts = TaskScheduler::new(1).with_short_task_queue(4);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.submit(stage_zero((0..100).collect()));
+    for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
+        let (l, _) = ts.resource_offers(0);
+        ts.status_update(l[0].task.task_id, finished_in(0), 0);
+    }
+    let (queued, _) = ts.resource_offers(0);
+    assert_eq!(queued.len(), 4);
+    // Only one attempt is allowed: a counted failure would abort the set.
+    let out = ts.remove_executor(&ExecutorId::from("a"), "gone", 0);
+    assert!(
+        !out.iter().any(|o| matches!(o, TsOutput::Dag(DagEvent::TaskSetFailed { .. }))),
+        "tasks lost from the executor's queue never ran and keep their attempts"
+    );
+    ts.add_executor(ExecutorId::from("b"), 1);
+    let (again, _) = ts.resource_offers(0);
+    assert_eq!(again.len(), 1, "resubmitted, one per core after the losses");
+    ts.status_update(again[0].task.task_id, TaskState::Running, 0);
+    let out = ts.remove_executor(&ExecutorId::from("b"), "gone", 0);
+    assert!(
+        out.iter().any(|o| matches!(o, TsOutput::Dag(DagEvent::TaskSetFailed { .. }))),
+        "a task that had started used its only attempt"
+    );
+}
