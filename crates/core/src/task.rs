@@ -42,7 +42,6 @@ pub enum TaskOutput {
     Stored { size: u64 },
 }
 
-/// Services an executor offers to the tasks it runs.
 /// A segment fetch in progress (see [`TaskEnv::start_fetch`]); calling it
 /// waits for the bytes.
 pub type SegmentFetch = Box<dyn FnOnce(&dyn TaskEnv) -> Result<Vec<u8>, TaskFailure> + Send>;
@@ -54,6 +53,7 @@ pub fn fetch_when_waited(status: &MapStatus, shuffle_id: u64, map_index: usize, 
     Box::new(move |env: &dyn TaskEnv| env.fetch_segment(&status, shuffle_id, map_index, reduce_id))
 }
 
+/// Services an executor offers to the tasks it runs.
 pub trait TaskEnv: Send + Sync {
     fn executor_id(&self) -> &ExecutorId;
     fn memory_pool(&self) -> &Arc<MemoryPool>;

@@ -113,8 +113,8 @@ impl BlockClients {
         r
     }
 
-    /// Requests a block from a thread outside the runtime (a task thread).
-    /// Sends `req` now and returns what waits for its answer, so a caller
+    /// Requests a block from a thread outside the runtime (a task thread):
+    /// sends `req` now and returns what waits for its answer, so a caller
     /// can have several requests in flight (to one or many servers).
     pub fn fetch_in_background(
         self: &Arc<Self>,
@@ -125,13 +125,5 @@ impl BlockClients {
         let task = self.handle.spawn(async move { this.fetch(&addr, req).await });
         let handle = self.handle.clone();
         move || handle.block_on(task).unwrap_or(Err(RpcError::Closed))
-    }
-
-    pub fn fetch_blocking(
-        &self,
-        addr: &str,
-        req: crate::messages::BlockRequest,
-    ) -> Result<crate::messages::BlockResponse, RpcError> {
-        self.handle.block_on(self.fetch(addr, req))
     }
 }

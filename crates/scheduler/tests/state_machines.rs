@@ -408,17 +408,23 @@ fn finished_in(ms: u64) -> TaskState {
     }
 }
 
-#[test]
-fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
-    let mut ts = TaskScheduler::new(4).with_short_task_queue(4);
+/// One executor "a" with one core, queue depth 4, and a 100-task set whose
+/// first SHORT_STREAK tasks have run (one at a time) in under 1 ms.
+fn one_core_after_a_short_streak(max_failures: u32) -> TaskScheduler {
+    let mut ts = TaskScheduler::new(max_failures).with_short_task_queue(4);
     ts.add_executor(ExecutorId::from("a"), 1);
     ts.submit(stage_zero((0..100).collect()));
-    // One per core until SHORT_STREAK tasks have finished in under 1 ms.
     for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
         let (l, _) = ts.resource_offers(0);
         assert_eq!(l.len(), 1, "one task per core before the set is known to be short");
         ts.status_update(l[0].task.task_id, finished_in(0), 0);
     }
+    ts
+}
+
+#[test]
+fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
+    let mut ts = one_core_after_a_short_streak(4);
     let (queued, _) = ts.resource_offers(0);
     assert_eq!(queued.len(), 4, "a core holds up to the queue depth of short tasks");
     assert!(ts.resource_offers(0).0.is_empty(), "never more than the depth in flight");
@@ -448,13 +454,7 @@ fn without_a_queue_depth_short_tasks_stay_one_per_core() {
 
 #[test]
 fn losing_an_executor_costs_an_attempt_only_to_tasks_that_had_started() {
-    let mut ts = TaskScheduler::new(1).with_short_task_queue(4);
-    ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(stage_zero((0..100).collect()));
-    for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
-        let (l, _) = ts.resource_offers(0);
-        ts.status_update(l[0].task.task_id, finished_in(0), 0);
-    }
+    let mut ts = one_core_after_a_short_streak(1);
     let (queued, _) = ts.resource_offers(0);
     assert_eq!(queued.len(), 4);
     // Only one attempt is allowed: a counted failure would abort the set.

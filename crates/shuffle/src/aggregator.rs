@@ -15,8 +15,8 @@ use std::sync::Arc;
 /// must be the same in every process that reads those runs.
 pub const KEY_HASH_SEED: u64 = 0x5eed_e3be_5eed_e3be;
 
-/// The hasher state used by [`key_hash`] and by the combining hash maps.
-pub(crate) fn key_hash_state() -> foldhash::fast::FixedState {
+/// The hasher state behind [`key_hash`].
+fn key_hash_state() -> foldhash::fast::FixedState {
     foldhash::fast::FixedState::with_seed(KEY_HASH_SEED)
 }
 

@@ -18,9 +18,9 @@
 //! tags agree. The combiner is an `Option` so that it can be moved out for
 //! the aggregator's by-value `merge_value` and put back.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 
-use crate::aggregator::key_hash_state;
+use crate::aggregator::key_hash;
 use crate::prefetch::{prefetch, prefetch_heap};
 use crate::record::is_byte_like;
 
@@ -91,10 +91,9 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
         assert!(batch.len() <= MAX_BATCH, "batch of {} records", batch.len());
         self.reserve(batch.len());
         let mask = self.tags.len() - 1;
-        let state = key_hash_state();
         let mut hashes = [0u64; MAX_BATCH];
         for (h, (k, _)) in hashes.iter_mut().zip(batch.iter()) {
-            *h = state.hash_one(k);
+            *h = key_hash(k);
         }
         let hashes = &hashes[..batch.len()];
         if self.allocated_bytes() > PREFETCH_ABOVE_BYTES {
@@ -153,13 +152,12 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
         while want * 8 > n * 5 {
             n *= 2;
         }
-        let state = key_hash_state();
         let mask = n - 1;
         let mut tags = vec![0u32; n];
         let mut buckets: Vec<Bucket<K, C>> = Vec::with_capacity(n);
         buckets.resize_with(n, || None);
         for (k, c) in std::mem::take(&mut self.buckets).into_iter().flatten() {
-            let h = state.hash_one(&k);
+            let h = key_hash(&k);
             let mut at = h as usize & mask;
             while tags[at] != 0 {
                 at = (at + 1) & mask;
