@@ -62,7 +62,12 @@ fn run() -> Result<(), String> {
     // Large lineages are dropped on the runtime's threads when stages are released.
     let runtime =
         ember_rpc::io_runtime("ember-executor-io", 64 << 20).map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let result = runtime.block_on(serve(config, secret));
+    // `serve` runs on the runtime's one worker thread, beside the connection's
+    // writer, not on this thread: reading a `LaunchTask` and writing the
+    // status updates then never wake one another across threads.
+    let result = runtime.block_on(async move {
+        tokio::spawn(serve(config, secret)).await.unwrap_or_else(|e| Err(format!("the executor loop failed: {e}")))
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }

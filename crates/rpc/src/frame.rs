@@ -1,7 +1,8 @@
 //! Authenticated framing.
 //!
-//! Every frame on the wire is `[u32 BE length][body]` (tokio-util's
-//! length-delimited codec, whose length check happens before buffering).
+//! Every frame on the wire is `[u32 BE length][body]`; frames are read with
+//! tokio-util's length-delimited codec, whose length check happens before
+//! buffering.
 //!
 //! Handshake (each step one frame):
 //! 1. client → server: `"EMBR" | protocol u32 LE | client_nonce[32]`
@@ -15,15 +16,22 @@
 //! reordered, reflected, or moved to another connection. Tags are checked
 //! (in constant time) before a payload is decoded. A peer without the secret
 //! fails the handshake; the secret itself never crosses the wire.
+//!
+//! A payload is one or more postcard-encoded messages back to back. The
+//! [`pump`] packs every message already queued into one frame, so a burst
+//! (the `LaunchTask`s of one offer round, the status updates of many short
+//! tasks) costs one tag, one decode of the frame and one write, not one per
+//! message. Frames are built in place — length, tag and messages in one
+//! buffer — and written with one call.
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 type HmacSha256 = Hmac<Sha256>;
 const MAGIC: &[u8; 4] = b"EMBR";
@@ -94,22 +102,35 @@ fn verify(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
 }
 
 type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// Bytes before a frame's payload: the length prefix and the tag.
+const HEADER: usize = 4 + TAG;
+/// The pump stops packing messages into a write once it holds this much.
+const BATCH_BYTES: usize = 1 << 20;
+/// A write buffer grown past this by one large message is released after it.
+const KEEP_CAPACITY: usize = 4 << 20;
 
 /// The receiving half of an authenticated connection.
 pub struct ConnReader {
     inner: Reader,
-    key: [u8; 32],
+    mac: HmacSha256,
     direction: u8,
     seq: u64,
+    /// What is left of the last frame's payload: messages not yet returned.
+    pending: bytes::BytesMut,
 }
 
 /// The sending half of an authenticated connection.
 pub struct ConnWriter {
-    inner: Writer,
-    key: [u8; 32],
+    inner: tokio::net::tcp::OwnedWriteHalf,
+    mac: HmacSha256,
     direction: u8,
     seq: u64,
+    max_frame: usize,
+    /// Sealed frames followed by the frame being built, ready for one write.
+    out: Vec<u8>,
+    /// Where the frame being built starts in `out`, if one is open.
+    open: Option<usize>,
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -125,10 +146,33 @@ async fn next_raw(r: &mut Reader) -> Result<bytes::BytesMut, RpcError> {
     }
 }
 
-fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
+/// Writes one unauthenticated handshake frame.
+async fn write_raw(w: &mut tokio::net::tcp::OwnedWriteHalf, body: &[u8]) -> Result<(), RpcError> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(body);
+    w.write_all(&frame).await?;
+    Ok(())
+}
+
+fn split(stream: TcpStream, max_frame: usize) -> (Reader, tokio::net::tcp::OwnedWriteHalf) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    (FramedRead::new(r, codec(max_frame)), FramedWrite::new(w, codec(max_frame)))
+    (FramedRead::new(r, codec(max_frame)), w)
+}
+
+fn halves(
+    r: Reader,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    key: [u8; 32],
+    read_direction: u8,
+    max_frame: usize,
+) -> (ConnReader, ConnWriter) {
+    let mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
+    (
+        ConnReader { inner: r, mac: mac.clone(), direction: read_direction, seq: 0, pending: bytes::BytesMut::new() },
+        ConnWriter { inner: w, mac, direction: 1 - read_direction, seq: 0, max_frame, out: Vec::new(), open: None },
+    )
 }
 
 /// Client side of the handshake.
@@ -145,7 +189,7 @@ pub async fn connect(
     hello.extend_from_slice(MAGIC);
     hello.extend_from_slice(&protocol.to_le_bytes());
     hello.extend_from_slice(&client_nonce);
-    w.send(Bytes::from(hello)).await?;
+    write_raw(&mut w, &hello).await?;
     let reply = next_raw(&mut r).await?;
     if reply.len() != 64 {
         return Err(RpcError::Auth("unexpected handshake reply".into()));
@@ -155,9 +199,9 @@ pub async fn connect(
         return Err(RpcError::Auth("the server does not know the application secret".into()));
     }
     let client_proof = tag(&secret.0, &[b"ember-client", server_nonce, &client_nonce]);
-    w.send(Bytes::copy_from_slice(&client_proof)).await?;
+    write_raw(&mut w, &client_proof).await?;
     let key = tag(&secret.0, &[b"ember-session", &client_nonce, server_nonce]);
-    Ok((ConnReader { inner: r, key, direction: 1, seq: 0 }, ConnWriter { inner: w, key, direction: 0, seq: 0 }))
+    Ok(halves(r, w, key, 1, max_frame))
 }
 
 /// Server side of the handshake.
@@ -183,86 +227,196 @@ pub async fn accept(
     let mut reply = Vec::with_capacity(64);
     reply.extend_from_slice(&server_nonce);
     reply.extend_from_slice(&proof);
-    w.send(Bytes::from(reply)).await?;
+    write_raw(&mut w, &reply).await?;
     let client_proof = next_raw(&mut r).await?;
     if !verify(&secret.0, &[b"ember-client", &server_nonce, client_nonce], &client_proof) {
         return Err(RpcError::Auth("the peer does not know the application secret".into()));
     }
     let key = tag(&secret.0, &[b"ember-session", client_nonce, &server_nonce]);
-    Ok((ConnReader { inner: r, key, direction: 0, seq: 0 }, ConnWriter { inner: w, key, direction: 1, seq: 0 }))
+    Ok(halves(r, w, key, 0, max_frame))
+}
+
+/// The tag of one frame: `mac` is already keyed with the session key.
+fn frame_tag(mac: &HmacSha256, direction: u8, seq: u64, payload: &[u8]) -> HmacSha256 {
+    let mut m = mac.clone();
+    m.update(&[direction]);
+    m.update(&seq.to_le_bytes());
+    m.update(payload);
+    m
+}
+
+/// A postcard output that appends to a buffer it borrows, so a failed
+/// encoding leaves the frames already in the buffer intact.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 impl ConnWriter {
-    fn seal<T: Serialize>(&mut self, msg: &T) -> Result<Bytes, RpcError> {
-        let payload = postcard::to_allocvec(msg).map_err(|e| RpcError::Malformed(format!("encoding: {e}")))?;
-        let t = tag(&self.key, &[&[self.direction], &self.seq.to_le_bytes(), &payload]);
+    /// Appends one message to the frame being built, sealing that frame
+    /// first if the message would take it over the frame limit. On error the
+    /// buffer holds exactly what it held before.
+    fn push<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
+        let fresh = self.open.is_none();
+        if fresh {
+            self.open_frame();
+        }
+        let start = self.open.expect("a frame is open");
+        let at = self.out.len();
+        if let Err(e) = self.encode(msg) {
+            self.undo(fresh, start);
+            return Err(e);
+        }
+        if self.out.len() - start - 4 <= self.max_frame {
+            return Ok(());
+        }
+        let size = self.out.len() - at;
+        if size + TAG <= self.max_frame {
+            // Fits alone: seal what came before and move the message to a frame of its own.
+            let message = self.out.split_off(at);
+            self.seal();
+            self.open_frame();
+            self.out.extend_from_slice(&message);
+            return Ok(());
+        }
+        self.out.truncate(at);
+        self.undo(fresh, start);
+        Err(RpcError::Malformed(format!(
+            "a message of {size} bytes exceeds the frame limit of {} bytes (ember.rpc.maxFrameSize)",
+            self.max_frame
+        )))
+    }
+
+    /// Drops the frame `push` opened if it holds no message.
+    fn undo(&mut self, fresh: bool, start: usize) {
+        if fresh {
+            self.out.truncate(start);
+            self.open = None;
+        }
+    }
+
+    fn open_frame(&mut self) {
+        self.open = Some(self.out.len());
+        self.out.resize(self.out.len() + HEADER, 0);
+    }
+
+    fn encode<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
+        let at = self.out.len();
+        postcard::serialize_with_flavor(msg, Append(&mut self.out)).map_err(|e| {
+            self.out.truncate(at);
+            RpcError::Malformed(format!("encoding: {e}"))
+        })
+    }
+
+    /// Fills in the open frame's length and tag.
+    fn seal(&mut self) {
+        let Some(start) = self.open.take() else { return };
+        let body = (self.out.len() - start - 4) as u32;
+        let t = frame_tag(&self.mac, self.direction, self.seq, &self.out[start + HEADER..]).finalize().into_bytes();
         self.seq += 1;
-        let mut body = Vec::with_capacity(TAG + payload.len());
-        body.extend_from_slice(&t);
-        body.extend_from_slice(&payload);
-        Ok(Bytes::from(body))
+        self.out[start..start + 4].copy_from_slice(&body.to_be_bytes());
+        self.out[start + 4..start + HEADER].copy_from_slice(&t);
     }
 
-    /// Sends one message and flushes it.
+    /// Seals the open frame and writes everything buffered.
+    async fn write_out(&mut self) -> Result<(), RpcError> {
+        self.seal();
+        let result = self.inner.write_all(&self.out).await;
+        self.out.clear();
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
+        Ok(result?)
+    }
+
+    /// Sends one message in a frame of its own and writes it out.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
-        let frame = self.seal(msg)?;
-        self.inner.send(frame).await?;
-        Ok(())
-    }
-
-    /// Queues one message without flushing (see [`pump`]).
-    pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), RpcError> {
-        let frame = self.seal(msg)?;
-        self.inner.feed(frame).await?;
-        Ok(())
-    }
-
-    pub async fn flush(&mut self) -> Result<(), RpcError> {
-        SinkExt::<Bytes>::flush(&mut self.inner).await?;
-        Ok(())
+        if let Err(e) = self.push(msg) {
+            // Earlier messages already in the buffer still go out.
+            self.write_out().await?;
+            return Err(e);
+        }
+        self.write_out().await
     }
 }
 
 /// Writes everything sent on `rx` to the connection until either side ends.
-/// Messages already queued are written together and flushed once, so a burst
-/// (many `LaunchTask`s after one offer round, many status updates) costs one
-/// write instead of one per message.
+/// Messages already queued go out together — packed into frames of up to
+/// the frame limit, about [`BATCH_BYTES`] per write — so a burst costs one
+/// tag and one write instead of one per message. A message that cannot be
+/// encoded or exceeds the frame limit ends the connection, as a write
+/// failure would: the peer sees it close, never a silently missing message.
 pub async fn pump<T: Serialize>(mut writer: ConnWriter, mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) {
     while let Some(first) = rx.recv().await {
-        if writer.feed(&first).await.is_err() {
-            return;
-        }
-        while let Ok(next) = rx.try_recv() {
-            if writer.feed(&next).await.is_err() {
+        let mut message = Some(first);
+        while let Some(m) = message.take() {
+            if let Err(e) = writer.push(&m) {
+                tracing::error!(error = %e, "cannot send a message; closing the connection");
+                let _ = writer.write_out().await;
                 return;
             }
+            if writer.out.len() < BATCH_BYTES {
+                message = rx.try_recv().ok();
+            }
         }
-        if writer.flush().await.is_err() {
+        if writer.write_out().await.is_err() {
             return;
         }
     }
 }
 
 impl ConnReader {
+    /// The next message: from the current frame while it has any, else from
+    /// the next frame, whose tag is checked first.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RpcError> {
-        let frame = next_raw(&mut self.inner).await?;
-        open_frame(&self.key, self.direction, self.seq, &frame).and_then(|payload| {
+        if self.pending.is_empty() {
+            let mut frame = next_raw(&mut self.inner).await?;
+            open_frame_with(&self.mac, self.direction, self.seq, &frame)?;
             self.seq += 1;
-            postcard::from_bytes(payload).map_err(|e| RpcError::Malformed(format!("decoding: {e}")))
-        })
+            let _ = frame.split_to(TAG);
+            if frame.is_empty() {
+                return Err(RpcError::Malformed("a frame without messages".into()));
+            }
+            self.pending = frame;
+        }
+        let (msg, rest) =
+            postcard::take_from_bytes::<T>(&self.pending).map_err(|e| RpcError::Malformed(format!("decoding: {e}")))?;
+        let used = self.pending.len() - rest.len();
+        let _ = self.pending.split_to(used);
+        Ok(msg)
     }
 }
 
-/// Checks a frame's tag and returns its payload.
-pub fn open_frame<'a>(key: &[u8; 32], direction: u8, seq: u64, frame: &'a [u8]) -> Result<&'a [u8], RpcError> {
+fn open_frame_with<'a>(mac: &HmacSha256, direction: u8, seq: u64, frame: &'a [u8]) -> Result<&'a [u8], RpcError> {
     if frame.len() < TAG {
         return Err(RpcError::Malformed(format!("frame of {} bytes is shorter than its tag", frame.len())));
     }
     let (t, payload) = frame.split_at(TAG);
-    if !verify(key, &[&[direction], &seq.to_le_bytes(), payload], t) {
+    if frame_tag(mac, direction, seq, payload).verify_slice(t).is_err() {
         return Err(RpcError::Auth("frame authentication tag mismatch".into()));
     }
     Ok(payload)
+}
+
+/// Checks a frame's tag and returns its payload.
+pub fn open_frame<'a>(key: &[u8; 32], direction: u8, seq: u64, frame: &'a [u8]) -> Result<&'a [u8], RpcError> {
+    let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    open_frame_with(&mac, direction, seq, frame)
 }
 
 #[cfg(test)]
@@ -276,6 +430,76 @@ mod tests {
         assert_eq!(Secret::from_hex(&s.to_hex()).unwrap().0, s.0);
         assert!(!format!("{s:?}").contains(&s.to_hex()[..8]));
         assert!(Secret::from_hex("zz").is_none());
+    }
+
+    /// An authenticated connection over loopback: (client reader, client writer, server reader, server writer).
+    async fn pair(max_frame: usize) -> (ConnReader, ConnWriter, ConnReader, ConnWriter) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let secret = Secret::generate();
+        let s2 = secret.clone();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            accept(stream, &s2, 1, max_frame).await.unwrap()
+        });
+        let (cr, cw) = connect(TcpStream::connect(addr).await.unwrap(), &secret, 1, max_frame).await.unwrap();
+        let (sr, sw) = server.await.unwrap();
+        (cr, cw, sr, sw)
+    }
+
+    #[tokio::test]
+    async fn a_queued_burst_travels_in_few_frames_and_arrives_whole_and_in_order() {
+        let (_cr, cw, mut sr, _sw) = pair(1 << 20).await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u32, Vec<u8>)>();
+        // Queued before the pump starts, so it finds them all at once.
+        for i in 0..1000u32 {
+            tx.send((i, vec![i as u8; (i % 7) as usize * 100])).unwrap();
+        }
+        drop(tx);
+        pump(cw, rx).await;
+        for i in 0..1000u32 {
+            let (n, body) = sr.recv::<(u32, Vec<u8>)>().await.unwrap();
+            assert_eq!((n, body.len()), (i, (i % 7) as usize * 100));
+            assert!(body.iter().all(|&b| b == i as u8));
+        }
+        assert!(sr.seq < 10, "1000 queued messages took {} frames", sr.seq);
+        assert!(matches!(sr.recv::<(u32, Vec<u8>)>().await, Err(RpcError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn messages_that_cannot_share_a_frame_get_their_own_and_oversized_ones_are_refused() {
+        let max = 10_000;
+        let (_cr, mut cw, mut sr, _sw) = pair(max).await;
+        // Two 6 KB messages cannot share a 10 KB frame; both still arrive.
+        cw.push(&vec![1u8; 6000]).unwrap();
+        cw.push(&vec![2u8; 6000]).unwrap();
+        let err = cw.push(&vec![3u8; max]).unwrap_err();
+        assert!(err.to_string().contains("exceeds the frame limit"), "{err}");
+        cw.push(&vec![4u8; 10]).unwrap();
+        cw.write_out().await.unwrap();
+        for (byte, len) in [(1u8, 6000usize), (2, 6000), (4, 10)] {
+            let v = sr.recv::<Vec<u8>>().await.unwrap();
+            assert_eq!((v[0], v.len()), (byte, len));
+        }
+        assert_eq!(sr.seq, 2, "the third and fourth message shared the second frame");
+    }
+
+    #[tokio::test]
+    async fn an_authentic_frame_without_messages_is_malformed() {
+        let (_cr, mut cw, mut sr, _sw) = pair(1 << 20).await;
+        cw.open_frame();
+        cw.write_out().await.unwrap();
+        assert!(matches!(sr.recv::<u32>().await, Err(RpcError::Malformed(m)) if m.contains("without messages")));
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_messages_do_not_decode_is_malformed() {
+        let (_cr, mut cw, mut sr, _sw) = pair(1 << 20).await;
+        cw.push(&1u32).unwrap();
+        cw.out.push(0xff); // a truncated varint after a good message
+        cw.write_out().await.unwrap();
+        assert_eq!(sr.recv::<u32>().await.unwrap(), 1);
+        assert!(matches!(sr.recv::<u32>().await, Err(RpcError::Malformed(m)) if m.contains("decoding")));
     }
 
     proptest! {
