@@ -6,23 +6,32 @@
 //! whole table is drained. It differs in one respect that matters for speed:
 //! it is updated a batch of records at a time, and when the table is larger
 //! than the L2 cache each batch first prefetches, for every record, the two
-//! places its probe starts at (its tag and its bucket, both known from the
-//! hash alone), then the heap bytes of byte keys found there, and only then
-//! does the updates. Aggregating a large key set is mostly waiting on cache
-//! misses — 100,000 distinct words already exceed the L2 cache — and a
-//! generic hash map offers no way to start those misses early.
+//! places its probe starts at (its tag or short, and its bucket, both known
+//! from the hash alone), and only then does the updates. Aggregating a large
+//! key set is mostly waiting on cache misses — 100,000 distinct words
+//! already exceed the L2 cache — and a generic hash map offers no way to
+//! start those misses early.
 //!
 //! Layout: `tags` holds one `u32` per bucket, 0 for empty or the high 32
 //! bits of the key's hash (lowest bit forced to 1); `buckets` holds the
 //! `(key, combiner)` pairs in place. A probe compares keys only where the
 //! tags agree. The combiner is an `Option` so that it can be moved out for
 //! the aggregator's by-value `merge_value` and put back.
-
+//!
+//! Byte keys (`String`, `Vec<u8>`) use a 16-byte [`Short`] per bucket in
+//! place of the tag: the key itself when it has at most 15 bytes (with its
+//! length), else its first 15 bytes. Equal shorts of short keys settle
+//! equality without following the key's heap pointer, so a probe touches
+//! only places its hash determines — the short and the bucket, both of which
+//! the batch prefetches at once — instead of a tag, a bucket, and then the
+//! heap line the bucket points to, a miss that could only start after the
+//! bucket's. Long keys with equal shorts are compared in full.
+//!
 use std::hash::Hash;
 
 use crate::aggregator::key_hash;
-use crate::prefetch::{prefetch, prefetch_heap};
-use crate::record::is_byte_like;
+use crate::prefetch::prefetch;
+use crate::record::{byte_like, is_byte_like};
 
 /// Most records [`CombineTable::upsert_batch`] takes at once.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -37,11 +46,31 @@ type Bucket<K, C> = Option<(K, Option<C>)>;
 /// What [`CombineTable::drain`] yields: every entry once, in bucket order.
 pub(crate) type Drain<K, C> = std::iter::Flatten<std::vec::IntoIter<Bucket<K, C>>>;
 
+/// How the table hashes keys: [`KeyHash`] everywhere but in tests, which
+/// force collisions.
+pub(crate) trait TableHash<K> {
+    fn hash(k: &K) -> u64;
+}
+
+/// The shuffle's seeded [`key_hash`].
+pub(crate) struct KeyHash;
+
+impl<K: Hash> TableHash<K> for KeyHash {
+    #[inline(always)]
+    fn hash(k: &K) -> u64 {
+        key_hash(k)
+    }
+}
+
 /// See the module documentation.
-pub(crate) struct CombineTable<K, C> {
+pub(crate) struct CombineTable<K, C, H = KeyHash> {
     tags: Vec<u32>,
     buckets: Vec<Bucket<K, C>>,
+    /// Byte keys only, instead of `tags`: each bucket's key as a [`Short`],
+    /// or [`EMPTY`].
+    shorts: Vec<Short>,
     len: usize,
+    _hash: std::marker::PhantomData<H>,
 }
 
 #[inline(always)]
@@ -49,9 +78,63 @@ fn tag_of(h: u64) -> u32 {
     (h >> 32) as u32 | 1
 }
 
-impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
+/// A byte key inline, little-endian in a `u128`: up to 15 bytes
+/// zero-padded, then the length in the top byte — or, for a longer key, its
+/// first 15 bytes and [`LONG`]. Equal keys have equal shorts; equal shorts
+/// below [`LONG`] mean equal keys.
+type Short = u128;
+const LONG: u8 = 0xff;
+/// An empty bucket: its top byte is neither a length up to 15 nor [`LONG`].
+const EMPTY: Short = 0xfe << 120;
+
+#[inline(always)]
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[inline(always)]
+fn read_u32(b: &[u8], at: usize) -> u64 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")) as u64
+}
+
+/// Builds a [`Short`] from at most four overlapping loads: no copy loop, no
+/// call, no partial stores for a wide load to trip over.
+#[inline(always)]
+fn short_of(b: &[u8]) -> Short {
+    let n = b.len();
+    let (lo, hi) = match n {
+        16.. => (read_u64(b, 0), read_u64(b, 8) & (u64::MAX >> 8) | (LONG as u64) << 56),
+        // Bytes 8..n: the last 8 bytes shifted down past the ones `lo` holds.
+        8..=15 => (read_u64(b, 0), read_u64(b, n - 8).checked_shr(8 * (16 - n) as u32).unwrap_or(0)),
+        // Two overlapping 4-byte loads; the overlap ORs equal bytes.
+        4..=7 => (read_u32(b, 0) | read_u32(b, n - 4) << (8 * (n - 4)), 0),
+        1..=3 => (b[0] as u64 | (b[n / 2] as u64) << (8 * (n / 2)) | (b[n - 1] as u64) << (8 * (n - 1)), 0),
+        0 => (0, 0),
+    };
+    let hi = if n <= 15 { hi | (n as u64) << 56 } else { hi };
+    lo as u128 | (hi as u128) << 64
+}
+
+#[inline(always)]
+fn is_long(s: Short) -> bool {
+    (s >> 120) as u8 == LONG
+}
+
+/// The short of a byte key; 0 for other types (never stored).
+#[inline(always)]
+fn short_key<K: 'static>(k: &K) -> Short {
+    byte_like(k).map(short_of).unwrap_or_default()
+}
+
+impl<K: Hash + Eq + 'static, C, H: TableHash<K>> CombineTable<K, C, H> {
     pub(crate) fn new() -> Self {
-        CombineTable { tags: Vec::new(), buckets: Vec::new(), len: 0 }
+        CombineTable {
+            tags: Vec::new(),
+            buckets: Vec::new(),
+            shorts: Vec::new(),
+            len: 0,
+            _hash: std::marker::PhantomData,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,12 +150,14 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
     pub(crate) fn allocated_bytes(&self) -> usize {
         self.tags.capacity() * std::mem::size_of::<u32>()
             + self.buckets.capacity() * std::mem::size_of::<Bucket<K, C>>()
+            + self.shorts.capacity() * std::mem::size_of::<Short>()
     }
 
     /// Empties the table, giving its entries (in bucket order: arbitrary but
     /// deterministic for a given input).
     pub(crate) fn drain(&mut self) -> Drain<K, C> {
         self.tags = Vec::new();
+        self.shorts = Vec::new();
         self.len = 0;
         std::mem::take(&mut self.buckets).into_iter().flatten()
     }
@@ -90,54 +175,86 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
     ) {
         assert!(batch.len() <= MAX_BATCH, "batch of {} records", batch.len());
         self.reserve(batch.len());
-        let mask = self.tags.len() - 1;
+        let mask = self.buckets.len() - 1;
+        let byte_keys = is_byte_like::<K>();
         let mut hashes = [0u64; MAX_BATCH];
-        for (h, (k, _)) in hashes.iter_mut().zip(batch.iter()) {
-            *h = key_hash(k);
+        let mut shorts = [0 as Short; MAX_BATCH];
+        for (i, (k, _)) in batch.iter().enumerate() {
+            hashes[i] = H::hash(k);
+            if byte_keys {
+                shorts[i] = short_key(k);
+            }
         }
         let hashes = &hashes[..batch.len()];
         if self.allocated_bytes() > PREFETCH_ABOVE_BYTES {
             for &h in hashes {
                 let at = h as usize & mask;
-                prefetch(&self.tags[at]);
+                if byte_keys {
+                    prefetch(&self.shorts[at]);
+                } else {
+                    prefetch(&self.tags[at]);
+                }
                 prefetch(&self.buckets[at]);
             }
-            if is_byte_like::<K>() {
-                for &h in hashes {
-                    let at = h as usize & mask;
-                    if self.tags[at] == tag_of(h) {
-                        if let Some((k, _)) = &self.buckets[at] {
-                            prefetch_heap(k);
-                        }
-                    }
+        }
+        for ((&h, &short), (k, v)) in hashes.iter().zip(&shorts).zip(batch.drain(..)) {
+            match self.probe(h, short, &k) {
+                Ok(at) => {
+                    let Some((k0, slot)) = &mut self.buckets[at] else { unreachable!("probe found a key") };
+                    let c = merge(slot.take().expect("combiner present outside an update"), v);
+                    updated(k0, &c);
+                    *slot = Some(c);
+                }
+                Err(at) => {
+                    let c = create(v);
+                    updated(&k, &c);
+                    self.mark(at, h, short);
+                    self.buckets[at] = Some((k, Some(c)));
+                    self.len += 1;
                 }
             }
         }
-        for (&h, (k, v)) in hashes.iter().zip(batch.drain(..)) {
-            let tag = tag_of(h);
-            let mut at = h as usize & mask;
+    }
+
+    /// Where `k` (hash `h`, short `short`) is: `Ok` with its bucket, or
+    /// `Err` with the empty bucket where it belongs.
+    #[inline(always)]
+    fn probe(&self, h: u64, short: Short, k: &K) -> Result<usize, usize> {
+        let mask = self.buckets.len() - 1;
+        let mut at = h as usize & mask;
+        let key_at = |at: usize| self.buckets[at].as_ref().map(|(k0, _)| k0);
+        if is_byte_like::<K>() {
             loop {
-                let t = self.tags[at];
-                if t == 0 {
-                    let c = create(v);
-                    updated(&k, &c);
-                    self.tags[at] = tag;
-                    self.buckets[at] = Some((k, Some(c)));
-                    self.len += 1;
-                    break;
+                let s = self.shorts[at];
+                if s == EMPTY {
+                    return Err(at);
                 }
-                if t == tag {
-                    if let Some((k0, slot)) = &mut self.buckets[at] {
-                        if *k0 == k {
-                            let c = merge(slot.take().expect("combiner present outside an update"), v);
-                            updated(k0, &c);
-                            *slot = Some(c);
-                            break;
-                        }
-                    }
+                if s == short && (!is_long(s) || key_at(at) == Some(k)) {
+                    return Ok(at);
                 }
                 at = (at + 1) & mask;
             }
+        }
+        let tag = tag_of(h);
+        loop {
+            let t = self.tags[at];
+            if t == 0 {
+                return Err(at);
+            }
+            if t == tag && key_at(at) == Some(k) {
+                return Ok(at);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Marks bucket `at` as holding a key with hash `h` and short `short`.
+    #[inline(always)]
+    fn mark(&mut self, at: usize, h: u64, short: Short) {
+        if is_byte_like::<K>() {
+            self.shorts[at] = short;
+        } else {
+            self.tags[at] = tag_of(h);
         }
     }
 
@@ -145,28 +262,34 @@ impl<K: Hash + Eq + 'static, C> CombineTable<K, C> {
     /// 5/8 (linear probing stays short well below full).
     fn reserve(&mut self, extra: usize) {
         let want = self.len + extra;
-        if want * 8 <= self.tags.len() * 5 {
+        if want * 8 <= self.buckets.len() * 5 {
             return;
         }
-        let mut n = self.tags.len().max(64);
+        let mut n = self.buckets.len().max(64);
         while want * 8 > n * 5 {
             n *= 2;
         }
+        let byte_keys = is_byte_like::<K>();
+        let old_shorts = std::mem::take(&mut self.shorts);
+        let old = std::mem::take(&mut self.buckets);
+        if byte_keys {
+            self.shorts = vec![EMPTY; n];
+        } else {
+            self.tags = vec![0u32; n];
+        }
+        self.buckets.resize_with(n, || None);
         let mask = n - 1;
-        let mut tags = vec![0u32; n];
-        let mut buckets: Vec<Bucket<K, C>> = Vec::with_capacity(n);
-        buckets.resize_with(n, || None);
-        for (k, c) in std::mem::take(&mut self.buckets).into_iter().flatten() {
-            let h = key_hash(&k);
+        for (i, bucket) in old.into_iter().enumerate() {
+            let Some((k, c)) = bucket else { continue };
+            let h = H::hash(&k);
+            let short = old_shorts.get(i).copied().unwrap_or_default();
             let mut at = h as usize & mask;
-            while tags[at] != 0 {
+            while if byte_keys { self.shorts[at] != EMPTY } else { self.tags[at] != 0 } {
                 at = (at + 1) & mask;
             }
-            tags[at] = tag_of(h);
-            buckets[at] = Some((k, c));
+            self.mark(at, h, short);
+            self.buckets[at] = Some((k, c));
         }
-        self.tags = tags;
-        self.buckets = buckets;
     }
 }
 
@@ -177,7 +300,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn sums<K: Hash + Eq + Clone + 'static>(records: &[(K, u64)]) -> HashMap<K, u64> {
-        let mut t: CombineTable<K, u64> = CombineTable::new();
+        sums_with::<K, KeyHash>(records)
+    }
+
+    /// Every key hashes alike: one probe chain, one tag.
+    struct Constant;
+    impl<K> TableHash<K> for Constant {
+        fn hash(_: &K) -> u64 {
+            0x9e37_79b9_7f4a_7c15
+        }
+    }
+
+    fn sums_with<K: Hash + Eq + Clone + 'static, H: TableHash<K>>(records: &[(K, u64)]) -> HashMap<K, u64> {
+        let mut t: CombineTable<K, u64, H> = CombineTable::new();
         let mut batch = Vec::new();
         for chunk in records.chunks(MAX_BATCH) {
             batch.extend(chunk.iter().cloned());
@@ -208,6 +343,61 @@ mod tests {
         #[test]
         fn combines_byte_keys(records in proptest::collection::vec(("[a-c]{0,6}", 0u64..10), 0..3000)) {
             prop_assert_eq!(sums(&records), oracle(&records));
+        }
+
+        /// Keys around the 15-byte inline limit that share their first 15
+        /// bytes, so only the full comparison tells them apart.
+        #[test]
+        fn combines_long_keys_with_a_shared_inline_prefix(
+            records in proptest::collection::vec(("(aaaaaaaaaaaaaaa)?[ab]{0,3}", 0u64..10), 0..3000),
+        ) {
+            prop_assert_eq!(sums(&records), oracle(&records));
+        }
+
+        /// As above with every key colliding: tags and shorts agree, so
+        /// nothing but the full comparison can tell long keys apart.
+        #[test]
+        fn colliding_long_keys_are_kept_apart(
+            records in proptest::collection::vec(("(aaaaaaaaaaaaaaa)?[ab]{0,3}", 0u64..10), 0..400),
+        ) {
+            prop_assert_eq!(sums_with::<_, Constant>(&records), oracle(&records));
+        }
+
+        /// Byte vectors where zero bytes and lengths are all that differ.
+        #[test]
+        fn combines_byte_vectors_that_differ_only_in_zeros_and_length(
+            records in proptest::collection::vec((proptest::collection::vec(0u8..2, 0..18), 0u64..10), 0..3000),
+        ) {
+            prop_assert_eq!(sums(&records), oracle(&records));
+        }
+    }
+
+    /// The obvious construction: copy the bytes, then the length byte.
+    fn short_by_copy(b: &[u8]) -> Short {
+        let mut s = [0u8; 16];
+        let n = b.len().min(15);
+        s[..n].copy_from_slice(&b[..n]);
+        s[15] = if b.len() <= 15 { b.len() as u8 } else { LONG };
+        u128::from_le_bytes(s)
+    }
+
+    #[test]
+    fn shorts_match_a_plain_copy_for_every_length() {
+        let bytes: Vec<u8> = (1..=40u8).map(|i| i.wrapping_mul(37)).collect();
+        for n in 0..=40 {
+            assert_eq!(short_of(&bytes[..n]), short_by_copy(&bytes[..n]), "length {n}");
+            assert_ne!(short_of(&bytes[..n]), EMPTY);
+        }
+        assert!(!is_long(short_of(&[7u8; 15])) && is_long(short_of(&[7u8; 16])));
+        assert_eq!(short_of(&[7u8; 16]), short_of(&[7u8; 17]), "longer keys share their first 15 bytes");
+        assert_ne!(short_of(b"abc"), short_of(b"abc\0"));
+        assert_ne!(short_of(b""), short_of(b"\0"));
+    }
+
+    proptest! {
+        #[test]
+        fn shorts_are_plain_copies(b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(short_of(&b), short_by_copy(&b));
         }
     }
 
