@@ -88,14 +88,11 @@ where
 
     fn next(&mut self) -> Option<Result<(K, C)>> {
         match &mut self.inner {
-            CombinedInner::Mem(it) => loop {
-                match it.next() {
-                    Some((k, Some(c))) => return Some(Ok((k, c))),
-                    Some((_, None)) => continue,
-                    None => {
-                        self.mem.free();
-                        return None;
-                    }
+            CombinedInner::Mem(it) => match it.next() {
+                Some(entry) => Some(Ok(entry)),
+                None => {
+                    self.mem.free();
+                    None
                 }
             },
             CombinedInner::Merge(m) => m.next(),

@@ -315,7 +315,6 @@ where
     ) -> Result<Vec<Entry<K, C>>> {
         let mut entries = Vec::with_capacity(self.table.len());
         for (k, c) in self.table.drain() {
-            let Some(c) = c else { continue };
             let p = check_partition(partition_of(&k), self.num_partitions)?;
             let h = if by_hash { key_hash(&k) } else { 0 };
             entries.push((p, h, k, c));
