@@ -105,15 +105,20 @@ impl Partitioner<usize> for DirectPartitioner {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RangePartitioner<K> {
     bounds: Vec<K>,
+    /// For byte keys, each bound's 8-byte sort prefix (empty otherwise): a
+    /// key is placed by comparing integers, and only the bounds that share
+    /// its prefix are compared in full (a `memcmp` call each).
+    prefixes: Vec<u64>,
     ascending: bool,
     fingerprint: [u8; 32],
 }
 
-impl<K: Ord + Serialize> RangePartitioner<K> {
+impl<K: Ord + Serialize + 'static> RangePartitioner<K> {
     pub fn new(bounds: Vec<K>, ascending: bool) -> Self {
         let bytes = postcard::to_allocvec(&(&bounds, ascending)).unwrap_or_default();
         let fingerprint = *blake3::hash(&bytes).as_bytes();
-        RangePartitioner { bounds, ascending, fingerprint }
+        let prefixes = bounds.iter().map_while(ember_shuffle::sort_prefix).collect();
+        RangePartitioner { bounds, prefixes, ascending, fingerprint }
     }
     pub fn bounds(&self) -> &[K] {
         &self.bounds
@@ -129,7 +134,18 @@ where
     }
     #[inline]
     fn partition(&self, key: &K) -> usize {
-        let p = self.bounds.partition_point(|b| b < key);
+        // The first bound >= key. Prefixes are ordered like their keys
+        // (`a < b` implies `prefix(a) <= prefix(b)`), so a bound with a
+        // smaller prefix is smaller than the key and one with a larger prefix
+        // is larger; only equal prefixes need the full comparison.
+        let p = match ember_shuffle::sort_prefix(key) {
+            Some(kp) if self.prefixes.len() == self.bounds.len() => {
+                let lo = self.prefixes.partition_point(|&bp| bp < kp);
+                let hi = lo + self.prefixes[lo..].partition_point(|&bp| bp == kp);
+                lo + self.bounds[lo..hi].partition_point(|b| b < key)
+            }
+            _ => self.bounds.partition_point(|b| b < key),
+        };
         if self.ascending {
             p
         } else {
@@ -191,6 +207,26 @@ mod tests {
             let desc = RangePartitioner::new(rp.bounds().to_vec(), false);
             let ds: Vec<usize> = keys.iter().map(|k| desc.partition(k)).collect();
             prop_assert!(ds.windows(2).all(|w| w[0] >= w[1]));
+        }
+
+        /// Byte keys are placed through their 8-byte prefixes; keys that share
+        /// a prefix with bounds (long common prefixes, trailing zero bytes,
+        /// different lengths) must land exactly where full comparison puts them.
+        #[test]
+        fn byte_keys_go_where_full_comparison_puts_them(
+            samples in proptest::collection::vec(proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..12), 1..100),
+            keys in proptest::collection::vec(proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..12), 1..100),
+            parts in 1usize..20,
+        ) {
+            let bounds = determine_bounds(samples.into_iter().map(|k| (k, 1.0)).collect(), parts);
+            for ascending in [true, false] {
+                let rp = RangePartitioner::new(bounds.clone(), ascending);
+                for k in &keys {
+                    let p = bounds.partition_point(|b| b < k);
+                    let want = if ascending { p } else { bounds.len() - p };
+                    prop_assert_eq!(rp.partition(k), want, "key {:?} bounds {:?}", k, bounds);
+                }
+            }
         }
     }
 

@@ -31,4 +31,5 @@ pub use format::{
 };
 pub use memory::{MemoryPool, MemoryReservation};
 pub use reader::{combine_by_key, merge_combiners_by_key, sort_by_key, CombinedIter, SortedIter};
+pub use record::sort_prefix;
 pub use writer::{write_combined, write_plain, MapOutputInfo, WriteConfig};

@@ -115,7 +115,7 @@ pub(crate) fn is_byte_like<T: 'static>() -> bool {
 /// zero-padded: `a < b` implies `sort_prefix(a) <= sort_prefix(b)`, so equal
 /// prefixes fall back to the full comparison. `None` for every other key type.
 #[inline]
-pub(crate) fn sort_prefix<K: 'static>(k: &K) -> Option<u64> {
+pub fn sort_prefix<K: 'static>(k: &K) -> Option<u64> {
     let bytes = byte_like(k)?;
     let mut p = [0u8; 8];
     let n = bytes.len().min(8);
