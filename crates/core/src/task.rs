@@ -33,7 +33,7 @@ pub struct ShuffleInput {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskOutput {
     /// A result task's serialized value.
-    Result(Vec<u8>),
+    Result(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A shuffle-map task's output location.
     MapStatus(MapStatus),
     /// A result too large for a status update, held by the executor's block

@@ -43,6 +43,7 @@ pub enum ToExecutor {
     /// `payload` is the stage attempt, sent with the first task of that attempt only.
     LaunchTask {
         task: TaskDescription,
+        #[serde(with = "serde_bytes")]
         payload: Option<Vec<u8>>,
     },
     KillTask {
@@ -80,6 +81,28 @@ pub enum BlockRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum BlockResponse {
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Missing(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Byte fields go through `serde_bytes`: one length and one copy instead
+    /// of a serializer call per byte, and the same bytes on the wire as a
+    /// postcard sequence of `u8` (length, then the bytes).
+    #[test]
+    fn byte_fields_are_length_and_raw_bytes() {
+        let bytes = postcard::to_allocvec(&BlockResponse::Bytes(vec![7, 8, 9])).unwrap();
+        assert_eq!(bytes, [0, 3, 7, 8, 9]);
+        let big = vec![0xabu8; 300];
+        let encoded = postcard::to_allocvec(&BlockResponse::Bytes(big.clone())).unwrap();
+        let as_seq = postcard::to_allocvec(&(0u8, &big)).unwrap();
+        assert_eq!(encoded, as_seq);
+        match postcard::from_bytes::<BlockResponse>(&encoded).unwrap() {
+            BlockResponse::Bytes(b) => assert_eq!(b, big),
+            other => panic!("{other:?}"),
+        }
+    }
 }

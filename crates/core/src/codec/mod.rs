@@ -47,7 +47,7 @@ pub type DecodeFn = fn(&[u8], &[AnyNode]) -> Result<AnyNode>;
 pub struct NodeRecord {
     pub decoder_offset: i64,
     pub type_fingerprint: u64,
-    #[serde(with = "serde_bytes_compat")]
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub parents: Vec<u32>,
 }
@@ -58,18 +58,6 @@ pub struct StageBlob {
     pub version: u32,
     pub exe_hash: [u8; 32],
     pub nodes: Vec<NodeRecord>,
-}
-
-mod serde_bytes_compat {
-    //! Postcard already encodes `Vec<u8>` as length + bytes; this module only
-    //! exists so the field's intent (opaque bytes) is explicit.
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        Vec::<u8>::deserialize(d)
-    }
 }
 
 /// A lineage node type that can be shipped: it names its payload and how to
