@@ -140,6 +140,7 @@ impl Context {
             max_task_failures,
             max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
             short_task_queue: conf.get_u64("ember.scheduler.shortTaskQueueDepth")?.unwrap_or(256) as usize,
+            locality_wait: conf.get_duration("ember.locality.wait")?.unwrap_or(Duration::from_secs(3)),
         };
         let (deployment, backend): (Deployment, Box<dyn ember_scheduler::SchedulerBackend>) = match &master {
             MasterUrl::Local { threads, .. } => {
@@ -363,6 +364,7 @@ impl Context {
     }
 
     pub(crate) fn unpersist_rdd(&self, rdd: RddId) {
+        self.inner.driver.rdd_unpersisted(rdd.0);
         match &self.inner.deployment {
             Deployment::Local(e) => {
                 e.env().blocks().remove_rdd(rdd.0);

@@ -357,3 +357,44 @@ fn a_context_inside_an_executor_process_is_refused() {
         .unwrap();
     assert!(status.success(), "the child saw no clear error: {status}");
 }
+
+/// Tasks over a cached RDD run on the executor that cached their partition
+/// (the locality wait keeps them there), so nothing is recomputed: no later
+/// task caches a partition again.
+#[test]
+fn tasks_reading_a_cached_partition_run_where_it_is_cached() {
+    let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+    let log = EventLog::attach(&sc);
+    let rdd = sc.parallelize((0..8000u64).collect::<Vec<_>>(), 8).map(|x| x * 2).persist();
+    assert_eq!(rdd.count().unwrap(), 8000);
+    let mut cached_on = std::collections::HashMap::new();
+    for e in log.events(&sc) {
+        if let ListenerEvent::TaskEnd { partition, executor, metrics, failure: None, .. } = e {
+            assert_eq!(metrics.cached_blocks.len(), 1, "each task caches its partition");
+            cached_on.insert(partition, executor);
+        }
+    }
+    assert_eq!(cached_on.len(), 8);
+    let executors: std::collections::HashSet<_> = cached_on.values().collect();
+    assert_eq!(executors.len(), 2, "both executors cache some partitions");
+    log.clear();
+    for _ in 0..3 {
+        assert_eq!(rdd.map(|x| x + 1).count().unwrap(), 8000);
+    }
+    let later: Vec<(usize, ember::ExecutorId, usize)> = log
+        .events(&sc)
+        .into_iter()
+        .filter_map(|e| match e {
+            ListenerEvent::TaskEnd { partition, executor, metrics, failure: None, .. } => {
+                Some((partition, executor, metrics.cached_blocks.len()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(later.len(), 24);
+    for (partition, executor, recached) in later {
+        assert_eq!(executor, cached_on[&partition], "partition {partition} ran away from its cache");
+        assert_eq!(recached, 0, "partition {partition} was recomputed");
+    }
+    sc.stop();
+}

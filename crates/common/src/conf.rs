@@ -33,6 +33,11 @@ pub const KNOWN_KEYS: &[ConfEntry] = &[
         doc: "Attempts of one task before its job is aborted; `local[N,F]` sets it to F.",
     },
     ConfEntry {
+        key: "ember.locality.wait",
+        default: "3s",
+        doc: "How long a task waits for a free core on an executor caching the partition it reads before it runs elsewhere (and recomputes it), as Spark's spark.locality.wait.",
+    },
+    ConfEntry {
         key: "ember.scheduler.shortTaskQueueDepth",
         default: "256",
         doc: "Tasks one executor core may hold (one running, the rest queued) once a stage's last 8 tasks each ran in under 1 ms; 1 = always one task per free core, as in Spark.",

@@ -13,11 +13,18 @@ pub struct TaskMetrics {
     pub shuffle_records_written: AtomicU64,
     pub shuffle_bytes_written: AtomicU64,
     pub bytes_spilled: AtomicU64,
+    /// `(rdd, partition)` blocks the task stored in its executor's cache.
+    cached_blocks: parking_lot::Mutex<Vec<(u64, u32)>>,
 }
 
 impl TaskMetrics {
     pub fn add(counter: &AtomicU64, v: u64) {
         counter.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Notes that the task stored partition `partition` of RDD `rdd` in its executor's cache.
+    pub fn cached_block(&self, rdd: u64, partition: usize) {
+        self.cached_blocks.lock().push((rdd, partition as u32));
     }
 
     pub fn snapshot(&self) -> TaskMetricsSnapshot {
@@ -29,6 +36,7 @@ impl TaskMetrics {
             shuffle_records_written: g(&self.shuffle_records_written),
             shuffle_bytes_written: g(&self.shuffle_bytes_written),
             bytes_spilled: g(&self.bytes_spilled),
+            cached_blocks: self.cached_blocks.lock().clone(),
             ..Default::default()
         }
     }
@@ -46,4 +54,8 @@ pub struct TaskMetricsSnapshot {
     pub shuffle_records_written: u64,
     pub shuffle_bytes_written: u64,
     pub bytes_spilled: u64,
+    /// `(rdd, partition)` blocks stored in the executor's cache by this task
+    /// (Spark's `updatedBlockStatuses`): the driver prefers that executor
+    /// for later tasks that read them.
+    pub cached_blocks: Vec<(u64, u32)>,
 }

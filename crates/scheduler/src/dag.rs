@@ -112,6 +112,9 @@ pub struct TaskSetSpec {
     pub job_id: JobId,
     pub sink: Arc<dyn EncodableNode>,
     pub partitions: Vec<usize>,
+    /// Per partition, the executors holding a cached partition its task will
+    /// read (empty: no preference).
+    pub preferred: Vec<Vec<ExecutorId>>,
     pub shuffle_inputs: Vec<ShuffleInput>,
 }
 
@@ -149,6 +152,15 @@ pub enum DagEvent {
     ExecutorLost {
         executor: ExecutorId,
     },
+    /// A task on `executor` stored these `(rdd, partition)` blocks in its cache.
+    BlocksCached {
+        executor: ExecutorId,
+        blocks: Vec<(u64, u32)>,
+    },
+    /// `unpersist`: executors drop the RDD's cached partitions.
+    RddUnpersisted {
+        rdd: u64,
+    },
 }
 
 pub enum DagAction {
@@ -183,6 +195,9 @@ pub struct DagScheduler {
     running: BTreeSet<StageId>,
     failed: BTreeSet<StageId>,
     pub map_outputs: MapOutputTracker,
+    /// Where cached RDD partitions live: `(rdd, partition)` → executors
+    /// (Spark's `cacheLocs`, fed by tasks' reported blocks).
+    cache_locs: HashMap<(u64, usize), Vec<ExecutorId>>,
     max_consecutive_attempts: u32,
 }
 
@@ -197,6 +212,7 @@ impl DagScheduler {
             running: BTreeSet::new(),
             failed: BTreeSet::new(),
             map_outputs: MapOutputTracker::default(),
+            cache_locs: HashMap::new(),
             max_consecutive_attempts: max_consecutive_attempts.max(1),
         }
     }
@@ -237,12 +253,63 @@ impl DagScheduler {
                 }
             }
             DagEvent::ExecutorLost { executor } => {
+                self.cache_locs.retain(|_, execs| {
+                    execs.retain(|e| *e != executor);
+                    !execs.is_empty()
+                });
                 if !self.map_outputs.remove_executor(&executor).is_empty() {
                     self.resubmit_waiting(now, &mut out);
                 }
             }
+            DagEvent::BlocksCached { executor, blocks } => {
+                for (rdd, partition) in blocks {
+                    let execs = self.cache_locs.entry((rdd, partition as usize)).or_default();
+                    if !execs.contains(&executor) {
+                        execs.push(executor.clone());
+                    }
+                }
+            }
+            DagEvent::RddUnpersisted { rdd } => self.cache_locs.retain(|(r, _), _| *r != rdd),
         }
         out
+    }
+
+    /// The executors caching a partition that the task for partition `p` of
+    /// a stage over `rdd` would read, through one-to-one narrow dependencies,
+    /// nearest first (Spark's `getPreferredLocs`, cached locations only).
+    fn preferred_locations(&self, rdd: &Arc<dyn RddBase>, partitions: &[usize]) -> Vec<Vec<ExecutorId>> {
+        let mut persisted = Vec::new();
+        if !self.cache_locs.is_empty() {
+            let mut visited = HashSet::new();
+            let mut stack = vec![rdd.clone()];
+            while let Some(r) = stack.pop() {
+                if !visited.insert(r.id()) {
+                    continue;
+                }
+                if r.persisted() {
+                    persisted.push(r.id().0);
+                }
+                if r.narrow_one_to_one() {
+                    // Reversed, so that the first dependency is searched first.
+                    for d in r.dependencies().into_iter().rev() {
+                        if let Dependency::Narrow(parent) = d {
+                            if parent.num_partitions() == r.num_partitions() {
+                                stack.push(parent);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        partitions
+            .iter()
+            .map(|&p| persisted.iter().find_map(|r| self.cache_locs.get(&(*r, p)).cloned()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Cached partitions known to the scheduler (for tests and diagnostics).
+    pub fn cached_partitions(&self) -> usize {
+        self.cache_locs.len()
     }
 
     fn new_stage(
@@ -409,6 +476,7 @@ impl DagScheduler {
                 .collect();
             (partitions, inputs, self.first_job(stage))
         };
+        let preferred = self.preferred_locations(&self.stages[&id].rdd, &partitions);
         let stage = self.stages.get_mut(&id).expect("stage");
         let attempt = stage.attempts;
         stage.attempts += 1;
@@ -431,6 +499,7 @@ impl DagScheduler {
             job_id,
             sink: stage.sink.clone(),
             partitions,
+            preferred,
             shuffle_inputs,
         }));
     }

@@ -11,7 +11,7 @@
 use crate::dag::{DagAction, DagEvent, DagScheduler};
 use crate::listener::{ListenerBus, ListenerEvent};
 use crate::task_scheduler::{Launch, TaskScheduler, TaskSet, TsOutput};
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use ember_common::{Clock, Error, ExecutorId, JobId, Result, TaskId};
 use ember_core::codec::{encode_stage, EncodableNode};
 use ember_core::task::{StageAttempt, StagePayload, TaskState};
@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Where tasks go: an in-process executor, or executor processes over RPC.
 pub trait SchedulerBackend: Send {
@@ -65,6 +66,10 @@ pub enum LoopMsg {
         executor: ExecutorId,
         reason: String,
     },
+    /// The RDD's cached partitions are being dropped everywhere.
+    RddUnpersisted {
+        rdd: u64,
+    },
     Stop,
 }
 
@@ -80,6 +85,8 @@ pub struct LoopConfig {
     pub max_consecutive_stage_attempts: u32,
     /// Tasks of a short-task set one executor core may hold (see `task_scheduler`).
     pub short_task_queue: usize,
+    /// How long a task waits for the executors caching its input (`ember.locality.wait`).
+    pub locality_wait: Duration,
 }
 
 /// The driver side's handle on the running event loop.
@@ -115,7 +122,9 @@ impl DriverHandle {
             .spawn(move || {
                 let mut state = LoopState {
                     dag: DagScheduler::new(config.max_consecutive_stage_attempts),
-                    ts: TaskScheduler::new(config.max_task_failures).with_short_task_queue(config.short_task_queue),
+                    ts: TaskScheduler::new(config.max_task_failures)
+                        .with_short_task_queue(config.short_task_queue)
+                        .with_locality_wait(config.locality_wait.as_millis() as u64),
                     waiters: HashMap::new(),
                     groups: HashMap::new(),
                     backend,
@@ -156,6 +165,11 @@ impl DriverHandle {
         let _ = self.tx.send(LoopMsg::CancelGroup { group: group.to_string(), reason: reason.to_string() });
     }
 
+    /// The RDD's cached partitions are being dropped: stop preferring their executors.
+    pub fn rdd_unpersisted(&self, rdd: u64) {
+        let _ = self.tx.send(LoopMsg::RddUnpersisted { rdd });
+    }
+
     pub fn cancel_all(&self, reason: &str) {
         let _ = self.tx.send(LoopMsg::CancelAll { reason: reason.to_string() });
     }
@@ -181,7 +195,22 @@ struct LoopState {
 
 impl LoopState {
     fn run(&mut self, rx: Receiver<LoopMsg>) {
-        while let Ok(msg) = rx.recv() {
+        loop {
+            // Tasks held back for locality must be offered again when their
+            // wait ends, even if nothing else happens by then.
+            let now = self.clock.now_millis();
+            let msg = match self.ts.locality_deadline(now) {
+                None => rx.recv().map_err(|_| ()),
+                Some(deadline) => match rx.recv_timeout(Duration::from_millis(deadline - now)) {
+                    Ok(msg) => Ok(msg),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.make_offers();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => Err(()),
+                },
+            };
+            let Ok(msg) = msg else { break };
             if !self.handle(msg) {
                 break;
             }
@@ -248,6 +277,7 @@ impl LoopState {
                 self.ts_outputs(outs, now);
                 self.dag_event(DagEvent::ExecutorLost { executor }, now);
             }
+            LoopMsg::RddUnpersisted { rdd } => self.dag_event(DagEvent::RddUnpersisted { rdd }, now),
             LoopMsg::Stop => return false,
         }
         true
@@ -273,13 +303,17 @@ impl LoopState {
                         StagePayload::encode(&StageAttempt { blob, shuffle_inputs: spec.shuffle_inputs })
                     });
                     match encoded {
-                        Ok(payload) => self.ts.submit(TaskSet {
-                            stage_id: spec.stage_id,
-                            stage_attempt: spec.stage_attempt,
-                            job_id: spec.job_id,
-                            partitions: spec.partitions,
-                            payload: Arc::new(payload),
-                        }),
+                        Ok(payload) => self.ts.submit(
+                            TaskSet {
+                                stage_id: spec.stage_id,
+                                stage_attempt: spec.stage_attempt,
+                                job_id: spec.job_id,
+                                partitions: spec.partitions,
+                                preferred: spec.preferred,
+                                payload: Arc::new(payload),
+                            },
+                            now,
+                        ),
                         Err(e) => queue.extend(self.dag.handle(
                             DagEvent::TaskSetFailed {
                                 stage_id: spec.stage_id,

@@ -22,6 +22,14 @@
 //! it reported `Running` (still queued) is resubmitted without using up one of
 //! its attempts.
 //!
+//! Locality (Spark's delay scheduling, with one level below "any"): a task
+//! that reads a cached partition prefers the executors caching it. An
+//! executor's offer goes first to a task preferring it, then to a task with
+//! no preference; a task preferring *other* executors waits until the set has
+//! gone `ember.locality.wait` without launching a preferred task, then runs
+//! anywhere (and recomputes or re-reads what it needs). Preferences for lost
+//! executors are dropped.
+//!
 //! Pure state machine, like the DAG scheduler: calls in, launches and events out.
 
 use crate::dag::DagEvent;
@@ -38,12 +46,25 @@ pub struct TaskSet {
     pub stage_attempt: u32,
     pub job_id: JobId,
     pub partitions: Vec<usize>,
+    /// Per partition, executors caching data its task reads (may be empty).
+    pub preferred: Vec<Vec<ExecutorId>>,
     pub payload: Arc<StagePayload>,
 }
 
 struct TaskSetManager {
     set: TaskSet,
+    /// Every pending task, in order; entries already launched are skipped
+    /// (`is_pending`), as in the per-executor queues below.
     pending: VecDeque<usize>,
+    is_pending: Vec<bool>,
+    num_pending: usize,
+    /// Whether any task has a preference; if not, only `pending` is used.
+    has_prefs: bool,
+    /// Pending tasks preferring each executor, and those preferring none alive.
+    for_executor: HashMap<ExecutorId, VecDeque<usize>>,
+    no_pref: VecDeque<usize>,
+    /// When the set last launched a task where it preferred to (or was submitted).
+    local_since: u64,
     attempts: Vec<u32>,
     failures: Vec<u32>,
     succeeded: Vec<bool>,
@@ -56,6 +77,81 @@ struct TaskSetManager {
 
 /// Consecutive sub-millisecond tasks after which a set's tasks may queue.
 pub const SHORT_STREAK: usize = 8;
+
+/// Spark's `spark.locality.wait` default, in ms.
+pub const DEFAULT_LOCALITY_WAIT_MS: u64 = 3000;
+
+/// The first entry of `queue` still pending, removed with everything before it.
+fn pop_pending(queue: &mut VecDeque<usize>, is_pending: &[bool]) -> Option<usize> {
+    while let Some(i) = queue.pop_front() {
+        if is_pending[i] {
+            return Some(i);
+        }
+    }
+    None
+}
+
+impl TaskSetManager {
+    /// Makes task `index` pending, queued by its live preferences.
+    fn enqueue(&mut self, index: usize, alive: &BTreeMap<ExecutorId, ExecutorSlots>) {
+        if self.is_pending[index] {
+            return;
+        }
+        self.is_pending[index] = true;
+        self.num_pending += 1;
+        self.pending.push_back(index);
+        if !self.has_prefs {
+            return;
+        }
+        let mut preferred = false;
+        for e in &self.set.preferred[index] {
+            if alive.contains_key(e) {
+                self.for_executor.entry(e.clone()).or_default().push_back(index);
+                preferred = true;
+            }
+        }
+        if !preferred {
+            self.no_pref.push_back(index);
+        }
+    }
+
+    /// The task to launch on `exec` now, if the set has one for it.
+    fn next_task(&mut self, exec: &ExecutorId, now: u64, wait: u64) -> Option<usize> {
+        let index = if !self.has_prefs {
+            pop_pending(&mut self.pending, &self.is_pending)?
+        } else if let Some(i) = self.for_executor.get_mut(exec).and_then(|q| pop_pending(q, &self.is_pending)) {
+            self.local_since = now;
+            i
+        } else if let Some(i) = pop_pending(&mut self.no_pref, &self.is_pending) {
+            i
+        } else if now.saturating_sub(self.local_since) >= wait {
+            pop_pending(&mut self.pending, &self.is_pending)?
+        } else {
+            return None;
+        };
+        self.is_pending[index] = false;
+        self.num_pending -= 1;
+        Some(index)
+    }
+
+    /// `exec` is gone: its tasks with no other live preference lose theirs.
+    fn forget_executor(&mut self, exec: &ExecutorId, alive: &BTreeMap<ExecutorId, ExecutorSlots>) {
+        let Some(queue) = self.for_executor.remove(exec) else { return };
+        for i in queue {
+            if self.is_pending[i] && !self.set.preferred[i].iter().any(|e| alive.contains_key(e)) {
+                self.no_pref.push_back(i);
+            }
+        }
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.no_pref.clear();
+        self.for_executor.clear();
+        self.is_pending.iter_mut().for_each(|p| *p = false);
+        self.num_pending = 0;
+    }
+}
 
 struct RunningTask {
     key: (StageId, u32),
@@ -104,6 +200,7 @@ pub struct TaskScheduler {
     next_task_id: u64,
     max_failures: u32,
     short_task_queue: usize,
+    locality_wait: u64,
 }
 
 impl TaskScheduler {
@@ -117,7 +214,30 @@ impl TaskScheduler {
             next_task_id: 0,
             max_failures: max_failures.max(1),
             short_task_queue: 1,
+            locality_wait: DEFAULT_LOCALITY_WAIT_MS,
         }
+    }
+
+    /// How long a set keeps a task for the executors it prefers before
+    /// running it anywhere (`ember.locality.wait`, ms; 0 still prefers them
+    /// when they have a free core).
+    pub fn with_locality_wait(mut self, ms: u64) -> Self {
+        self.locality_wait = ms;
+        self
+    }
+
+    /// When a set holding tasks back for locality may run them anywhere, if
+    /// that is later than `now` and a core is free to run them.
+    pub fn locality_deadline(&self, now: u64) -> Option<u64> {
+        if self.total_free_cores() == 0 {
+            return None;
+        }
+        self.sets
+            .values()
+            .filter(|t| t.has_prefs && t.num_pending > 0 && !t.zombie)
+            .map(|t| t.local_since.saturating_add(self.locality_wait))
+            .filter(|&d| d > now)
+            .min()
     }
 
     /// Lets each core hold up to `depth` tasks of a set of short tasks
@@ -140,24 +260,33 @@ impl TaskScheduler {
         self.running.len()
     }
 
-    pub fn submit(&mut self, set: TaskSet) {
+    /// Adds a stage attempt's tasks (`now` starts its locality wait).
+    pub fn submit(&mut self, mut set: TaskSet, now: u64) {
         let n = set.partitions.len();
+        set.preferred.resize(n, Vec::new());
         let key = (set.job_id, set.stage_id, set.stage_attempt);
         self.keys.insert((set.stage_id, set.stage_attempt), key);
-        self.sets.insert(
-            key,
-            TaskSetManager {
-                pending: (0..n).collect(),
-                attempts: vec![0; n],
-                failures: vec![0; n],
-                succeeded: vec![false; n],
-                num_succeeded: 0,
-                running: 0,
-                zombie: false,
-                short_streak: 0,
-                set,
-            },
-        );
+        let mut tsm = TaskSetManager {
+            pending: VecDeque::with_capacity(n),
+            is_pending: vec![false; n],
+            num_pending: 0,
+            has_prefs: set.preferred.iter().any(|p| !p.is_empty()),
+            for_executor: HashMap::new(),
+            no_pref: VecDeque::new(),
+            local_since: now,
+            attempts: vec![0; n],
+            failures: vec![0; n],
+            succeeded: vec![false; n],
+            num_succeeded: 0,
+            running: 0,
+            zombie: false,
+            short_streak: 0,
+            set,
+        };
+        for i in 0..n {
+            tsm.enqueue(i, &self.executors);
+        }
+        self.sets.insert(key, tsm);
     }
 
     /// Assigns pending tasks to free cores (or queue places, for short
@@ -172,15 +301,25 @@ impl TaskScheduler {
         loop {
             let mut launched_any = false;
             for exec in &execs {
-                let Some((_, tsm)) = self.sets.iter_mut().find(|(_, t)| !t.zombie && !t.pending.is_empty()) else {
+                // The earliest set with pending tasks decides how many tasks a core may hold.
+                let Some(first) = self.sets.values().find(|t| !t.zombie && t.num_pending > 0) else {
                     return (launches, events);
                 };
-                let per_core = if tsm.short_streak >= SHORT_STREAK { self.short_task_queue } else { 1 };
+                let per_core = if first.short_streak >= SHORT_STREAK { self.short_task_queue } else { 1 };
                 let slots = self.executors.get_mut(exec).expect("executor");
                 if slots.in_flight >= slots.cores * per_core {
                     continue;
                 }
-                let index = tsm.pending.pop_front().expect("non-empty");
+                // Sets in FIFO order; one waiting for its preferred executors passes the offer on.
+                let wait = self.locality_wait;
+                let Some((tsm, index)) = self
+                    .sets
+                    .values_mut()
+                    .filter(|t| !t.zombie && t.num_pending > 0)
+                    .find_map(|t| t.next_task(exec, now, wait).map(|i| (t, i)))
+                else {
+                    continue;
+                };
                 let attempt = tsm.attempts[index];
                 tsm.attempts[index] += 1;
                 tsm.running += 1;
@@ -268,7 +407,14 @@ impl TaskScheduler {
         let short = failure.is_none() && metrics_total_ms(&state) == 0;
         tsm.short_streak = if short { tsm.short_streak + 1 } else { 0 };
         match state {
-            TaskState::Finished { output, .. } => {
+            TaskState::Finished { output, metrics } => {
+                if !metrics.cached_blocks.is_empty() {
+                    // Before the success, so that a stage it completes already sees them.
+                    out.push(TsOutput::Dag(DagEvent::BlocksCached {
+                        executor: rt.executor.clone(),
+                        blocks: metrics.cached_blocks,
+                    }));
+                }
                 if !tsm.succeeded[rt.index] {
                     tsm.succeeded[rt.index] = true;
                     tsm.num_succeeded += 1;
@@ -319,7 +465,7 @@ impl TaskScheduler {
                             out.push(kill);
                         }
                     } else {
-                        tsm.pending.push_back(rt.index);
+                        tsm.enqueue(rt.index, &self.executors);
                     }
                 }
             },
@@ -342,7 +488,7 @@ impl TaskScheduler {
         let Some(set_key) = self.keys.get(&(stage_id, stage_attempt)).copied() else { return Vec::new() };
         if let Some(tsm) = self.sets.get_mut(&set_key) {
             tsm.zombie = true;
-            tsm.pending.clear();
+            tsm.clear_pending();
         }
         let mut out = if kill_running { self.kill_running_of((stage_id, stage_attempt)) } else { Vec::new() };
         out.extend(self.gc_set(set_key));
@@ -372,6 +518,9 @@ impl TaskScheduler {
     /// An executor is gone: its running tasks fail (and are retried elsewhere).
     pub fn remove_executor(&mut self, executor: &ExecutorId, reason: &str, now: u64) -> Vec<TsOutput> {
         self.executors.remove(executor);
+        for tsm in self.sets.values_mut() {
+            tsm.forget_executor(executor, &self.executors);
+        }
         let lost: Vec<(TaskId, bool)> =
             self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, r)| (*t, r.started)).collect();
         let mut out = Vec::new();

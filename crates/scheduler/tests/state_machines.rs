@@ -232,7 +232,14 @@ fn payload() -> Arc<StagePayload> {
 
 /// Attempt 0 of stage 0 of job 0, over `partitions`.
 fn stage_zero(partitions: Vec<usize>) -> TaskSet {
-    TaskSet { stage_id: StageId(0), stage_attempt: 0, job_id: JobId(0), partitions, payload: payload() }
+    TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions,
+        preferred: Vec::new(),
+        payload: payload(),
+    }
 }
 
 fn failed(msg: &str) -> TaskState {
@@ -244,7 +251,7 @@ fn offers_fill_free_cores_and_ship_each_payload_once_per_executor() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 2);
     ts.add_executor(ExecutorId::from("b"), 1);
-    ts.submit(stage_zero((0..5).collect()));
+    ts.submit(stage_zero((0..5).collect()), 0);
     let (launches, events) = ts.resource_offers(0);
     assert_eq!(launches.len(), 3, "three free cores");
     assert_eq!(events.len(), 3);
@@ -262,20 +269,28 @@ fn offers_fill_free_cores_and_ship_each_payload_once_per_executor() {
 fn earlier_jobs_are_served_first() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(TaskSet {
-        stage_id: StageId(5),
-        stage_attempt: 0,
-        job_id: JobId(2),
-        partitions: vec![0],
-        payload: payload(),
-    });
-    ts.submit(TaskSet {
-        stage_id: StageId(9),
-        stage_attempt: 0,
-        job_id: JobId(1),
-        partitions: vec![0],
-        payload: payload(),
-    });
+    ts.submit(
+        TaskSet {
+            stage_id: StageId(5),
+            stage_attempt: 0,
+            job_id: JobId(2),
+            partitions: vec![0],
+            preferred: Vec::new(),
+            payload: payload(),
+        },
+        0,
+    );
+    ts.submit(
+        TaskSet {
+            stage_id: StageId(9),
+            stage_attempt: 0,
+            job_id: JobId(1),
+            partitions: vec![0],
+            preferred: Vec::new(),
+            payload: payload(),
+        },
+        0,
+    );
     let (l, _) = ts.resource_offers(0);
     assert_eq!(l[0].task.stage_id, StageId(9));
 }
@@ -284,7 +299,7 @@ fn earlier_jobs_are_served_first() {
 fn failed_tasks_retry_until_max_failures_then_abort() {
     let mut ts = TaskScheduler::new(3);
     ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(stage_zero(vec![4]));
+    ts.submit(stage_zero(vec![4]), 0);
     let mut attempts = Vec::new();
     let mut abort = None;
     for _ in 0..5 {
@@ -307,13 +322,17 @@ fn failed_tasks_retry_until_max_failures_then_abort() {
 fn fetch_failures_do_not_count_and_stop_the_set() {
     let mut ts = TaskScheduler::new(1);
     ts.add_executor(ExecutorId::from("a"), 2);
-    ts.submit(TaskSet {
-        stage_id: StageId(1),
-        stage_attempt: 0,
-        job_id: JobId(0),
-        partitions: vec![0, 1, 2],
-        payload: payload(),
-    });
+    ts.submit(
+        TaskSet {
+            stage_id: StageId(1),
+            stage_attempt: 0,
+            job_id: JobId(0),
+            partitions: vec![0, 1, 2],
+            preferred: Vec::new(),
+            payload: payload(),
+        },
+        0,
+    );
     let (l, _) = ts.resource_offers(0);
     let out = ts.status_update(
         l[0].task.task_id,
@@ -333,7 +352,7 @@ fn losing_an_executor_fails_its_tasks_and_they_run_elsewhere() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 1);
     ts.add_executor(ExecutorId::from("b"), 1);
-    ts.submit(stage_zero(vec![0, 1]));
+    ts.submit(stage_zero(vec![0, 1]), 0);
     let (l, _) = ts.resource_offers(0);
     let on_a = l.iter().find(|x| x.executor == ExecutorId::from("a")).unwrap().task.clone();
     ts.remove_executor(&ExecutorId::from("a"), "killed", 0);
@@ -413,7 +432,7 @@ fn finished_in(ms: u64) -> TaskState {
 fn one_core_after_a_short_streak(max_failures: u32) -> TaskScheduler {
     let mut ts = TaskScheduler::new(max_failures).with_short_task_queue(4);
     ts.add_executor(ExecutorId::from("a"), 1);
-    ts.submit(stage_zero((0..100).collect()));
+    ts.submit(stage_zero((0..100).collect()), 0);
     for _ in 0..ember_scheduler::task_scheduler::SHORT_STREAK {
         let (l, _) = ts.resource_offers(0);
         assert_eq!(l.len(), 1, "one task per core before the set is known to be short");
@@ -442,7 +461,7 @@ fn short_tasks_queue_on_executors_and_a_long_one_stops_it() {
 fn without_a_queue_depth_short_tasks_stay_one_per_core() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 2);
-    ts.submit(stage_zero((0..100).collect()));
+    ts.submit(stage_zero((0..100).collect()), 0);
     for _ in 0..20 {
         let (l, _) = ts.resource_offers(0);
         assert_eq!(l.len(), 2);
@@ -472,4 +491,139 @@ fn losing_an_executor_costs_an_attempt_only_to_tasks_that_had_started() {
         out.iter().any(|o| matches!(o, TsOutput::Dag(DagEvent::TaskSetFailed { .. }))),
         "a task that had started used its only attempt"
     );
+}
+
+fn with_preferences(preferred: &[&[&str]]) -> TaskSet {
+    TaskSet {
+        stage_id: StageId(0),
+        stage_attempt: 0,
+        job_id: JobId(0),
+        partitions: (0..preferred.len()).collect(),
+        preferred: preferred.iter().map(|p| p.iter().map(|e| ExecutorId::from(*e)).collect()).collect(),
+        payload: payload(),
+    }
+}
+
+fn finished() -> TaskState {
+    TaskState::Finished { output: TaskOutput::Result(vec![]), metrics: TaskMetricsSnapshot::default() }
+}
+
+/// (executor, partition) of each launch.
+fn placed(launches: &[ember_scheduler::task_scheduler::Launch]) -> Vec<(String, usize)> {
+    launches.iter().map(|l| (l.executor.0.clone(), l.task.partition)).collect()
+}
+
+#[test]
+fn tasks_go_to_the_executors_caching_their_partitions() {
+    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    // Partitions 0 and 2 are cached on b, 1 and 3 on a: FIFO order alone would put 0 on a.
+    ts.submit(with_preferences(&[&["b"], &["a"], &["b"], &["a"]]), 0);
+    let (l, _) = ts.resource_offers(0);
+    let mut got = placed(&l);
+    got.sort();
+    assert_eq!(got, vec![("a".into(), 1), ("b".into(), 0)]);
+    for launch in &l {
+        ts.status_update(launch.task.task_id, finished(), 10);
+    }
+    let mut got = placed(&ts.resource_offers(10).0);
+    got.sort();
+    assert_eq!(got, vec![("a".into(), 3), ("b".into(), 2)]);
+}
+
+#[test]
+fn a_task_waits_for_its_executor_until_the_locality_wait_ends() {
+    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    ts.submit(with_preferences(&[&["b"], &["b"]]), 100);
+    let (l, _) = ts.resource_offers(100);
+    assert_eq!(placed(&l), vec![("b".into(), 0)], "a is free but not preferred");
+    assert_eq!(ts.locality_deadline(100), Some(3100), "a free core and a task held back");
+    assert!(ts.resource_offers(3099).0.is_empty());
+    assert_eq!(placed(&ts.resource_offers(3100).0), vec![("a".into(), 1)], "after the wait, anywhere");
+    assert_eq!(ts.locality_deadline(3100), None, "nothing held back");
+}
+
+#[test]
+fn launching_where_preferred_restarts_the_wait_and_lost_executors_stop_being_preferred() {
+    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    ts.submit(with_preferences(&[&["b"], &["b"], &["b"]]), 0);
+    let first = ts.resource_offers(0).0;
+    assert_eq!(placed(&first), vec![("b".into(), 0)]);
+    ts.status_update(first[0].task.task_id, finished(), 2000);
+    // b takes the next one at 2000, which restarts the set's wait: a still gets nothing at 4000.
+    assert_eq!(placed(&ts.resource_offers(2000).0), vec![("b".into(), 1)]);
+    assert!(ts.resource_offers(4000).0.is_empty());
+    // b is lost: task 1 (lost with it) and task 2 (never launched) no longer
+    // prefer anything alive, and a runs them without waiting.
+    ts.remove_executor(&ExecutorId::from("b"), "killed", 4001);
+    let mut ran = Vec::new();
+    for _ in 0..2 {
+        let l = ts.resource_offers(4001).0;
+        assert_eq!(l.len(), 1, "a runs one task at a time, at once");
+        ran.extend(placed(&l));
+        ts.status_update(l[0].task.task_id, finished(), 4001);
+    }
+    ran.sort();
+    assert_eq!(ran, vec![("a".into(), 1), ("a".into(), 2)]);
+}
+
+#[test]
+fn tasks_without_preferences_take_offers_a_preferring_set_passes_on() {
+    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
+    ts.add_executor(ExecutorId::from("a"), 1);
+    ts.add_executor(ExecutorId::from("b"), 1);
+    ts.submit(with_preferences(&[&["b"], &["b"]]), 0);
+    ts.submit(
+        TaskSet {
+            stage_id: StageId(1),
+            stage_attempt: 0,
+            job_id: JobId(1),
+            partitions: vec![0],
+            preferred: Vec::new(),
+            payload: payload(),
+        },
+        0,
+    );
+    let mut got: Vec<(String, u64)> =
+        ts.resource_offers(0).0.iter().map(|l| (l.executor.0.clone(), l.task.stage_id.0)).collect();
+    got.sort();
+    assert_eq!(got, vec![("a".into(), 1), ("b".into(), 0)], "the later job uses the core the first one declines");
+}
+
+#[test]
+fn the_dag_prefers_executors_that_reported_cached_partitions() {
+    use ember_core::rdd::PersistedRdd;
+    // parallelize(3) -> persist -> map-like result over it.
+    let source: Arc<dyn Rdd<u32>> = Arc::new(ParallelCollectionRdd::new(RddId(10), vec![1, 2, 3], 3));
+    let cached: Arc<dyn RddBase> = Arc::new(PersistedRdd::new(RddId(11), source));
+    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(cached.clone()));
+    let mut dag = DagScheduler::new(4);
+    let job = |dag: &mut DagScheduler, id: u64| {
+        let a = dag.handle(
+            DagEvent::JobSubmitted {
+                job_id: JobId(id),
+                rdd: cached.clone(),
+                sink: sink.clone(),
+                partitions: vec![0, 1, 2],
+            },
+            0,
+        );
+        task_sets(&a)[0].preferred.clone()
+    };
+    assert_eq!(job(&mut dag, 0), vec![Vec::<ExecutorId>::new(); 3], "nothing cached yet");
+    dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("a"), blocks: vec![(11, 0), (11, 2)] }, 0);
+    dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("b"), blocks: vec![(11, 1), (99, 0)] }, 0);
+    let a = ExecutorId::from("a");
+    let b = ExecutorId::from("b");
+    assert_eq!(job(&mut dag, 1), vec![vec![a.clone()], vec![b.clone()], vec![a.clone()]]);
+    dag.handle(DagEvent::ExecutorLost { executor: a.clone() }, 0);
+    assert_eq!(job(&mut dag, 2), vec![vec![], vec![b.clone()], vec![]], "a's blocks are gone with it");
+    dag.handle(DagEvent::RddUnpersisted { rdd: 11 }, 0);
+    assert_eq!(job(&mut dag, 3), vec![Vec::<ExecutorId>::new(); 3], "unpersisted");
+    assert_eq!(dag.cached_partitions(), 1, "only the other RDD's block is left");
 }

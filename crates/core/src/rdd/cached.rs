@@ -1,7 +1,9 @@
 //! `persist`: the first task to compute a partition keeps it in its
-//! executor's block manager; later tasks on that executor read it back.
-//! A partition missing from the cache (evicted, or its executor lost) is
-//! simply recomputed from lineage.
+//! executor's block manager and reports it in its metrics; the driver then
+//! prefers that executor for later tasks that read the partition (see the
+//! task scheduler's locality wait), and those tasks read it back. A partition
+//! missing from the cache (its task ran elsewhere after the wait, or its
+//! executor was lost) is recomputed from lineage.
 
 use super::sources::iter_shared;
 use super::{any_rdd, BoxIter, Data, Dependency, Rdd, RddBase};
@@ -48,6 +50,12 @@ impl<T: Data> RddBase for PersistedRdd<T> {
     fn dependencies(&self) -> Vec<Dependency> {
         vec![Dependency::Narrow(self.parent.clone())]
     }
+    fn narrow_one_to_one(&self) -> bool {
+        true
+    }
+    fn persisted(&self) -> bool {
+        true
+    }
     fn partitioner(&self) -> Option<PartitionerDesc> {
         self.parent.partitioner()
     }
@@ -68,6 +76,7 @@ impl<T: Data> Rdd<T> for PersistedRdd<T> {
         let data = Arc::new(data);
         if !ctx.should_stop() {
             env.cache_put(self.id.0, partition, data.clone());
+            ctx.metrics().cached_block(self.id.0, partition);
         }
         Ok(iter_shared(data))
     }

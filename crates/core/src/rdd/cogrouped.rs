@@ -53,6 +53,9 @@ impl<K: Key, V: Data, W: Data> RddBase for CoGroupedRdd<K, V, W> {
     fn dependencies(&self) -> Vec<Dependency> {
         vec![Dependency::Narrow(self.a.clone()), Dependency::Narrow(self.b.clone())]
     }
+    fn narrow_one_to_one(&self) -> bool {
+        true
+    }
     fn partitioner(&self) -> Option<PartitionerDesc> {
         Some(self.partitioner.clone())
     }

@@ -83,6 +83,9 @@ where
     fn dependencies(&self) -> Vec<Dependency> {
         vec![Dependency::Narrow(self.parent.clone())]
     }
+    fn narrow_one_to_one(&self) -> bool {
+        true
+    }
     fn partitioner(&self) -> Option<PartitionerDesc> {
         self.partitioner.clone()
     }

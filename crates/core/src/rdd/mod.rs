@@ -67,6 +67,17 @@ pub trait RddBase: Send + Sync + 'static {
     fn partitioner(&self) -> Option<PartitionerDesc> {
         None
     }
+    /// Whether partition `p` reads exactly partition `p` of each narrow
+    /// dependency (map-like nodes, a co-partitioned cogroup). The scheduler
+    /// follows these edges, and only these, to the cached partitions a task
+    /// will read (Spark's `getPreferredLocs` through one-to-one dependencies).
+    fn narrow_one_to_one(&self) -> bool {
+        false
+    }
+    /// Whether the node keeps its partitions in executors' caches (`persist`).
+    fn persisted(&self) -> bool {
+        false
+    }
     /// The node's own payload and decoder (see [`crate::codec`]).
     fn encode_self(&self) -> Result<EncodedNode>;
 }
