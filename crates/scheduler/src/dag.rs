@@ -113,7 +113,7 @@ pub struct TaskSetSpec {
     pub sink: Arc<dyn EncodableNode>,
     pub partitions: Vec<usize>,
     /// Per partition, the executors holding a cached partition its task will
-    /// read (empty: no preference).
+    /// read (an empty list: no preference; an empty vector: none at all).
     pub preferred: Vec<Vec<ExecutorId>>,
     pub shuffle_inputs: Vec<ShuffleInput>,
 }
@@ -277,6 +277,7 @@ impl DagScheduler {
     /// The executors caching a partition that the task for partition `p` of
     /// a stage over `rdd` would read, through one-to-one narrow dependencies,
     /// nearest first (Spark's `getPreferredLocs`, cached locations only).
+    /// Empty when the lineage reaches no persisted RDD.
     fn preferred_locations(&self, rdd: &Arc<dyn RddBase>, partitions: &[usize]) -> Vec<Vec<ExecutorId>> {
         let mut persisted = Vec::new();
         if !self.cache_locs.is_empty() {
@@ -300,6 +301,9 @@ impl DagScheduler {
                     }
                 }
             }
+        }
+        if persisted.is_empty() {
+            return Vec::new();
         }
         partitions
             .iter()

@@ -198,10 +198,15 @@ impl LoopState {
         loop {
             // Tasks held back for locality must be offered again when their
             // wait ends, even if nothing else happens by then.
-            let now = self.clock.now_millis();
-            let msg = match self.ts.locality_deadline(now) {
+            let deadline = if self.ts.holds_tasks_for_locality() {
+                let now = self.clock.now_millis();
+                self.ts.locality_deadline(now).map(|d| d - now)
+            } else {
+                None
+            };
+            let msg = match deadline {
                 None => rx.recv().map_err(|_| ()),
-                Some(deadline) => match rx.recv_timeout(Duration::from_millis(deadline - now)) {
+                Some(wait) => match rx.recv_timeout(Duration::from_millis(wait)) {
                     Ok(msg) => Ok(msg),
                     Err(RecvTimeoutError::Timeout) => {
                         self.make_offers();

@@ -46,7 +46,8 @@ pub struct TaskSet {
     pub stage_attempt: u32,
     pub job_id: JobId,
     pub partitions: Vec<usize>,
-    /// Per partition, executors caching data its task reads (may be empty).
+    /// Per partition, executors caching data its task reads; shorter than
+    /// `partitions` (often empty) when the rest have no preference.
     pub preferred: Vec<Vec<ExecutorId>>,
     pub payload: Arc<StagePayload>,
 }
@@ -229,7 +230,7 @@ impl TaskScheduler {
     /// When a set holding tasks back for locality may run them anywhere, if
     /// that is later than `now` and a core is free to run them.
     pub fn locality_deadline(&self, now: u64) -> Option<u64> {
-        if self.total_free_cores() == 0 {
+        if !self.holds_tasks_for_locality() || self.total_free_cores() == 0 {
             return None;
         }
         self.sets
@@ -238,6 +239,12 @@ impl TaskScheduler {
             .map(|t| t.local_since.saturating_add(self.locality_wait))
             .filter(|&d| d > now)
             .min()
+    }
+
+    /// Whether any set has pending tasks with preferences (a cheap test
+    /// before reading the clock for [`Self::locality_deadline`]).
+    pub fn holds_tasks_for_locality(&self) -> bool {
+        self.sets.values().any(|t| t.has_prefs && t.num_pending > 0 && !t.zombie)
     }
 
     /// Lets each core hold up to `depth` tasks of a set of short tasks
@@ -263,14 +270,17 @@ impl TaskScheduler {
     /// Adds a stage attempt's tasks (`now` starts its locality wait).
     pub fn submit(&mut self, mut set: TaskSet, now: u64) {
         let n = set.partitions.len();
-        set.preferred.resize(n, Vec::new());
+        let has_prefs = set.preferred.iter().any(|p| !p.is_empty());
+        if has_prefs {
+            set.preferred.resize(n, Vec::new());
+        }
         let key = (set.job_id, set.stage_id, set.stage_attempt);
         self.keys.insert((set.stage_id, set.stage_attempt), key);
         let mut tsm = TaskSetManager {
             pending: VecDeque::with_capacity(n),
             is_pending: vec![false; n],
             num_pending: 0,
-            has_prefs: set.preferred.iter().any(|p| !p.is_empty()),
+            has_prefs,
             for_executor: HashMap::new(),
             no_pref: VecDeque::new(),
             local_since: now,

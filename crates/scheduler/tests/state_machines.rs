@@ -615,7 +615,7 @@ fn the_dag_prefers_executors_that_reported_cached_partitions() {
         );
         task_sets(&a)[0].preferred.clone()
     };
-    assert_eq!(job(&mut dag, 0), vec![Vec::<ExecutorId>::new(); 3], "nothing cached yet");
+    assert!(job(&mut dag, 0).iter().all(|p| p.is_empty()), "nothing cached yet");
     dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("a"), blocks: vec![(11, 0), (11, 2)] }, 0);
     dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("b"), blocks: vec![(11, 1), (99, 0)] }, 0);
     let a = ExecutorId::from("a");
@@ -624,6 +624,6 @@ fn the_dag_prefers_executors_that_reported_cached_partitions() {
     dag.handle(DagEvent::ExecutorLost { executor: a.clone() }, 0);
     assert_eq!(job(&mut dag, 2), vec![vec![], vec![b.clone()], vec![]], "a's blocks are gone with it");
     dag.handle(DagEvent::RddUnpersisted { rdd: 11 }, 0);
-    assert_eq!(job(&mut dag, 3), vec![Vec::<ExecutorId>::new(); 3], "unpersisted");
+    assert!(job(&mut dag, 3).iter().all(|p| p.is_empty()), "unpersisted");
     assert_eq!(dag.cached_partitions(), 1, "only the other RDD's block is left");
 }
