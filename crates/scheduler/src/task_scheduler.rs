@@ -145,6 +145,11 @@ impl TaskSetManager {
         }
     }
 
+    /// Whether the set has pending tasks that may be waiting for their executors.
+    fn waits_for_locality(&self) -> bool {
+        self.has_prefs && self.num_pending > 0 && !self.zombie
+    }
+
     fn clear_pending(&mut self) {
         self.pending.clear();
         self.no_pref.clear();
@@ -230,12 +235,12 @@ impl TaskScheduler {
     /// When a set holding tasks back for locality may run them anywhere, if
     /// that is later than `now` and a core is free to run them.
     pub fn locality_deadline(&self, now: u64) -> Option<u64> {
-        if !self.holds_tasks_for_locality() || self.total_free_cores() == 0 {
+        if self.total_free_cores() == 0 {
             return None;
         }
         self.sets
             .values()
-            .filter(|t| t.has_prefs && t.num_pending > 0 && !t.zombie)
+            .filter(|t| t.waits_for_locality())
             .map(|t| t.local_since.saturating_add(self.locality_wait))
             .filter(|&d| d > now)
             .min()
@@ -244,7 +249,7 @@ impl TaskScheduler {
     /// Whether any set has pending tasks with preferences (a cheap test
     /// before reading the clock for [`Self::locality_deadline`]).
     pub fn holds_tasks_for_locality(&self) -> bool {
-        self.sets.values().any(|t| t.has_prefs && t.num_pending > 0 && !t.zombie)
+        self.sets.values().any(|t| t.waits_for_locality())
     }
 
     /// Lets each core hold up to `depth` tasks of a set of short tasks

@@ -227,28 +227,31 @@ impl<K: Hash + Eq + 'static, C, H: TableHash<K>> CombineTable<K, C, H> {
         let mask = self.buckets.len() - 1;
         let mut at = h as usize & mask;
         let key_at = |at: usize| self.buckets[at].as_ref().map(|(k0, _)| k0);
-        if is_byte_like::<K>() {
-            loop {
-                let s = self.shorts[at];
-                if s == EMPTY {
-                    return Err(at);
-                }
-                if s == short && (!is_long(s) || key_at(at) == Some(k)) {
-                    return Ok(at);
-                }
-                at = (at + 1) & mask;
-            }
-        }
         let tag = tag_of(h);
         loop {
-            let t = self.tags[at];
-            if t == 0 {
+            if self.vacant(at) {
                 return Err(at);
             }
-            if t == tag && key_at(at) == Some(k) {
+            let found = if is_byte_like::<K>() {
+                let s = self.shorts[at];
+                s == short && (!is_long(s) || key_at(at) == Some(k))
+            } else {
+                self.tags[at] == tag && key_at(at) == Some(k)
+            };
+            if found {
                 return Ok(at);
             }
             at = (at + 1) & mask;
+        }
+    }
+
+    /// Whether bucket `at` holds no key (by its short or tag).
+    #[inline(always)]
+    fn vacant(&self, at: usize) -> bool {
+        if is_byte_like::<K>() {
+            self.shorts[at] == EMPTY
+        } else {
+            self.tags[at] == 0
         }
     }
 
@@ -288,7 +291,7 @@ impl<K: Hash + Eq + 'static, C, H: TableHash<K>> CombineTable<K, C, H> {
             let h = H::hash(&k);
             let short = old_shorts.get(i).copied().unwrap_or_default();
             let mut at = h as usize & mask;
-            while if byte_keys { self.shorts[at] != EMPTY } else { self.tags[at] != 0 } {
+            while !self.vacant(at) {
                 at = (at + 1) & mask;
             }
             self.mark(at, h, short);
