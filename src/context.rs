@@ -78,6 +78,8 @@ pub(crate) struct ContextInner {
     deployment: Deployment,
     app_dir: PathBuf,
     max_result_size: u64,
+    /// How long `run_job` polls for its job's next message before it sleeps.
+    spin_wait: Duration,
     scale_up_factor: usize,
     progress: Option<ConsoleProgressBar>,
     stopped: AtomicBool,
@@ -136,11 +138,13 @@ impl Context {
         let compress = conf.get_bool("ember.shuffle.compress")?.unwrap_or(true);
         let block_size = conf.get_bytes("ember.shuffle.blockSize")?.unwrap_or(64 << 10) as usize;
         let max_result_size = conf.get_bytes("ember.driver.maxResultSize")?.unwrap_or(1 << 30);
+        let spin_wait = conf.get_duration("ember.spinWait")?.unwrap_or(ember_common::spin::DEFAULT_SPIN_WAIT);
         let loop_config = LoopConfig {
             max_task_failures,
             max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
             short_task_queue: conf.get_u64("ember.scheduler.shortTaskQueueDepth")?.unwrap_or(256) as usize,
             locality_wait: conf.get_duration("ember.locality.wait")?.unwrap_or(Duration::from_secs(3)),
+            spin_wait,
         };
         let (deployment, backend): (Deployment, Box<dyn ember_scheduler::SchedulerBackend>) = match &master {
             MasterUrl::Local { threads, .. } => {
@@ -153,6 +157,7 @@ impl Context {
                         compress,
                         block_size,
                         block_address: String::new(),
+                        spin_wait,
                     },
                     Arc::new(LoopForwarder(tx.clone())),
                     None,
@@ -184,6 +189,7 @@ impl Context {
                             .unwrap_or(Duration::from_secs(120)),
                         max_frame: conf.get_bytes("ember.rpc.maxFrameSize")?.unwrap_or(512 << 20) as usize,
                         register_timeout: Duration::from_secs(60),
+                        spin_wait,
                     },
                     tx.clone(),
                 )?);
@@ -197,6 +203,7 @@ impl Context {
         Ok(Context {
             inner: Arc::new(ContextInner {
                 max_result_size,
+                spin_wait,
                 scale_up_factor: conf.get_u64("ember.rdd.limit.scaleUpFactor")?.unwrap_or(4).max(2) as usize,
                 conf,
                 master,
@@ -399,7 +406,8 @@ impl Context {
         let mut total_bytes: u64 = 0;
         let limit = self.inner.max_result_size;
         loop {
-            match rx.recv() {
+            let next = ember_common::spin::spin_for(self.inner.spin_wait, || rx.try_recv().ok());
+            match next.map_or_else(|| rx.recv(), Ok) {
                 Ok(JobMsg::TaskResult { output_index, bytes }) => {
                     total_bytes += bytes.len() as u64;
                     if limit > 0 && total_bytes > limit {

@@ -54,6 +54,7 @@ fn child_process_entry() {
             compress: true,
             block_size: 64 << 10,
             block_address: String::new(),
+            spin_wait: std::time::Duration::ZERO,
         },
         Arc::new(Capture(Mutex::new(tx))),
         None,

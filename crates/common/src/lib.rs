@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conf;
 pub mod error;
 pub mod ids;
+pub mod spin;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use conf::{Conf, ConfEntry, KNOWN_KEYS};

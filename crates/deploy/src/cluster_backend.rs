@@ -1,13 +1,16 @@
 //! The driver endpoint for executor processes. One authenticated, long-lived
-//! connection per executor carries every control message both ways; a
-//! writer task per executor drains an unbounded channel, so the scheduler's
-//! event loop never waits on the network.
+//! connection per executor carries every control message both ways. The
+//! scheduler's event loop writes its messages itself through the
+//! connection's [`SharedWriter`] — appended during a loop turn, flushed with
+//! one non-blocking write at its end — so it never waits on the network and
+//! no thread wake-up sits between a launch decision and the wire.
 
 use crossbeam_channel::Sender;
 use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{TaskOutput, TaskState};
 use ember_rpc::{
-    accept, BlockClients, BlockRequest, BlockResponse, ConnReader, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION,
+    accept, BlockClients, BlockRequest, BlockResponse, ConnReader, Secret, SharedWriter, ToDriver, ToExecutor,
+    PROTOCOL_VERSION,
 };
 use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
 use ember_scheduler::task_scheduler::Launch;
@@ -16,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 /// Driver-side settings for executor connections.
 #[derive(Clone, Debug)]
@@ -26,10 +28,12 @@ pub struct ClusterSettings {
     pub network_timeout: Duration,
     /// Results larger than this fail their job without being fetched.
     pub max_result_size: u64,
+    /// How long a connection's reader polls for the next message before it sleeps (`ember.spinWait`).
+    pub spin_wait: Duration,
 }
 
 struct ExecutorConn {
-    tx: mpsc::UnboundedSender<ToExecutor>,
+    link: Arc<SharedWriter>,
     last_seen: Instant,
     /// Wakes the connection's reader to drop it (heartbeat timeout).
     cut: Arc<tokio::sync::Notify>,
@@ -96,12 +100,12 @@ impl DriverEndpoint {
     }
 
     pub fn send(&self, executor: &ExecutorId, msg: ToExecutor) -> bool {
-        self.shared.executors.lock().get(executor).is_some_and(|c| c.tx.send(msg).is_ok())
+        self.shared.executors.lock().get(executor).is_some_and(|c| c.link.send(&msg))
     }
 
     pub fn broadcast(&self, make: impl Fn() -> ToExecutor) {
         for c in self.shared.executors.lock().values() {
-            let _ = c.tx.send(make());
+            c.link.send(&make());
         }
     }
 
@@ -131,7 +135,7 @@ impl DriverEndpoint {
     }
 
     pub fn backend(&self) -> ClusterBackend {
-        ClusterBackend { shared: self.shared.clone(), _runtime: self.runtime.clone() }
+        ClusterBackend { shared: self.shared.clone(), _runtime: self.runtime.clone(), dirty: Vec::new() }
     }
 }
 
@@ -179,14 +183,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
                 Err(e) => return refuse(&shared, format!("{peer}: {e}")),
             };
-            let (tx, rx) = mpsc::unbounded_channel::<ToExecutor>();
-            let _ = tx.send(ToExecutor::RegisteredExecutor);
-            tokio::spawn(ember_rpc::pump(writer, rx));
+            let link = SharedWriter::start(writer);
+            reader.spin_wait(shared.settings.spin_wait);
+            link.send(&ToExecutor::RegisteredExecutor);
             let cut = Arc::new(tokio::sync::Notify::new());
             shared
                 .executors
                 .lock()
-                .insert(id.clone(), ExecutorConn { tx, last_seen: Instant::now(), cut: cut.clone() });
+                .insert(id.clone(), ExecutorConn { link, last_seen: Instant::now(), cut: cut.clone() });
             let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id.clone(), cores });
             let timeout = shared.settings.network_timeout;
             let reason = tokio::select! {
@@ -217,7 +221,7 @@ async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, r
             }
             Ok(ToDriver::Heartbeat { .. }) => {
                 if let Some(c) = shared.executors.lock().get(id) {
-                    let _ = c.tx.send(ToExecutor::HeartbeatAck);
+                    c.link.send(&ToExecutor::HeartbeatAck);
                 }
             }
             Ok(ToDriver::MemoryReport { used }) => {
@@ -268,13 +272,18 @@ async fn resolve_stored(shared: &Shared, block_address: &str, task_id: TaskId, s
 pub struct ClusterBackend {
     shared: Arc<Shared>,
     _runtime: tokio::runtime::Handle,
+    /// Executors with messages queued this loop turn that must leave at its end.
+    dirty: Vec<ExecutorId>,
 }
 
 impl ClusterBackend {
-    fn send(&self, executor: &ExecutorId, msg: ToExecutor) {
-        if let Some(c) = self.shared.executors.lock().get(executor) {
-            let _ = c.tx.send(msg);
+    /// Queues a message; it goes out when the event loop flushes its turn.
+    fn push(&mut self, executor: &ExecutorId, msg: ToExecutor) -> bool {
+        let pushed = self.shared.executors.lock().get(executor).is_some_and(|c| c.link.push(&msg));
+        if pushed && !self.dirty.contains(executor) {
+            self.dirty.push(executor.clone());
         }
+        pushed
     }
 }
 
@@ -283,13 +292,7 @@ impl SchedulerBackend for ClusterBackend {
         let payload = launch.payload.map(|p| p.bytes.clone());
         let exec = launch.executor.clone();
         let task_id = launch.task.task_id;
-        let sent = self
-            .shared
-            .executors
-            .lock()
-            .get(&exec)
-            .is_some_and(|c| c.tx.send(ToExecutor::LaunchTask { task: launch.task, payload }).is_ok());
-        if !sent {
+        if !self.push(&exec, ToExecutor::LaunchTask { task: launch.task, payload }) {
             // The executor vanished between the offer and the launch: fail the attempt so it is retried.
             let _ = self.shared.loop_tx.send(LoopMsg::StatusUpdate {
                 task_id,
@@ -302,16 +305,34 @@ impl SchedulerBackend for ClusterBackend {
     }
 
     fn kill(&mut self, executor: &ExecutorId, task_id: TaskId, reason: &str) {
-        self.send(executor, ToExecutor::KillTask { task_id, reason: reason.to_string() });
+        self.push(executor, ToExecutor::KillTask { task_id, reason: reason.to_string() });
     }
 
+    /// Not urgent: it travels with the executor's next launch, or within
+    /// a millisecond, rather than costing a write and a wake-up of its own
+    /// at the end of every job.
     fn release(&mut self, executor: &ExecutorId, payload_hash: [u8; 32]) {
-        self.send(executor, ToExecutor::ReleaseStage { payload_hash });
+        if let Some(c) = self.shared.executors.lock().get(executor) {
+            c.link.push(&ToExecutor::ReleaseStage { payload_hash });
+            c.link.flush_soon();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let executors = self.shared.executors.lock();
+        for id in self.dirty.drain(..) {
+            if let Some(c) = executors.get(&id) {
+                c.link.flush();
+            }
+        }
     }
 
     fn stop(&mut self) {
         for c in self.shared.executors.lock().values() {
-            let _ = c.tx.send(ToExecutor::StopExecutor);
+            c.link.send(&ToExecutor::StopExecutor);
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct LocalClusterConfig {
     pub network_timeout: Duration,
     pub max_frame: usize,
     pub register_timeout: Duration,
+    /// `ember.spinWait`, for the driver's readers and the executors.
+    pub spin_wait: Duration,
 }
 
 pub struct LocalCluster {
@@ -69,6 +71,7 @@ impl LocalCluster {
                 max_frame: config.max_frame,
                 network_timeout: config.network_timeout,
                 max_result_size: config.max_result_size,
+                spin_wait: config.spin_wait,
             },
             loop_tx,
         )
@@ -223,6 +226,7 @@ fn ember_executor_env(config: &LocalClusterConfig, id: &ExecutorId, driver: &str
         heartbeat: config.heartbeat,
         network_timeout: config.network_timeout,
         max_frame: config.max_frame,
+        spin_wait: config.spin_wait,
     }
     .to_env()
 }

@@ -17,7 +17,12 @@ fn endpoint(secret: &Secret) -> (tokio::runtime::Runtime, DriverEndpoint, crossb
     let ep = DriverEndpoint::start(
         &rt,
         secret.clone(),
-        ClusterSettings { max_frame: 1 << 20, network_timeout: Duration::from_secs(120), max_result_size: 1 << 30 },
+        ClusterSettings {
+            max_frame: 1 << 20,
+            network_timeout: Duration::from_secs(120),
+            max_result_size: 1 << 30,
+            spin_wait: Duration::ZERO,
+        },
         tx,
     )
     .unwrap();
@@ -127,4 +132,37 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
         LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.0, "good"),
         _ => panic!("expected ExecutorLost"),
     }
+}
+
+#[test]
+fn a_loop_turns_messages_leave_at_its_flush_and_stage_releases_follow_on_their_own() {
+    use ember_scheduler::SchedulerBackend;
+    let secret = Secret::generate();
+    let (rt, ep, _rx) = endpoint(&secret);
+    let addr = ep.address().to_string();
+    let (mut r, w) = rt.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "e1")).await.unwrap();
+        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
+        (r, w)
+    });
+    wait_for(|| ep.registered().len() == 1);
+    let id = ember_common::ExecutorId::from("e1");
+    let mut backend = ep.backend();
+    let next = |r: &mut ember_rpc::ConnReader, wait: Duration| {
+        rt.block_on(async { tokio::time::timeout(wait, r.recv::<ToExecutor>()).await.ok().map(|m| m.unwrap()) })
+    };
+    backend.kill(&id, ember_common::TaskId(7), "cancelled");
+    assert!(next(&mut r, Duration::from_millis(100)).is_none(), "held until the turn's flush");
+    backend.flush();
+    assert!(
+        matches!(next(&mut r, Duration::from_secs(10)), Some(ToExecutor::KillTask { task_id, .. }) if task_id.0 == 7)
+    );
+    // A release needs no flush: it leaves with the next one or on a short timer.
+    backend.release(&id, [3; 32]);
+    assert!(
+        matches!(next(&mut r, Duration::from_secs(10)), Some(ToExecutor::ReleaseStage { payload_hash }) if payload_hash == [3; 32])
+    );
+    drop(w);
 }

@@ -38,6 +38,8 @@ pub struct ExecutorConfig {
     pub block_size: usize,
     /// Address of this executor's block server; empty when in-process.
     pub block_address: String,
+    /// How long an idle task thread polls for its next task before it sleeps (`ember.spinWait`).
+    pub spin_wait: std::time::Duration,
 }
 
 pub struct ExecutorEnv {

@@ -28,6 +28,17 @@ use std::time::Instant;
 /// Where an executor sends status updates (the driver, locally or over RPC).
 pub trait ExecutorBackend: Send + Sync {
     fn status_update(&self, task_id: TaskId, state: TaskState);
+    /// Sends the updates given so far. The executor calls it when no other
+    /// task is waiting to start, so a run of short tasks reports in batches
+    /// while a lone task's updates leave at once. Backends that deliver at
+    /// once need not implement it.
+    fn flush(&self) {}
+    /// Sends the updates given so far within a millisecond, unless a
+    /// [`flush`](Self::flush) comes first. A task's `Running` waits this
+    /// way, so a short task's `Running` and `Finished` travel together.
+    fn flush_soon(&self) {
+        self.flush();
+    }
 }
 
 struct DecodedStage {
@@ -66,10 +77,11 @@ impl Executor {
         backend: Arc<dyn ExecutorBackend>,
         remote: Option<Arc<dyn RemoteFetcher>>,
     ) -> Result<Self> {
-        let cores = config.cores;
+        let (cores, spin_wait) = (config.cores, config.spin_wait);
         let name = format!("executor-{}", config.id.0);
         let env = Arc::new(ExecutorEnv::new(config, remote)?);
-        let pool = TaskPool::new(&name, cores).map_err(|e| ember_common::Error::io("cannot start task threads", e))?;
+        let pool = TaskPool::new(&name, cores, spin_wait)
+            .map_err(|e| ember_common::Error::io("cannot start task threads", e))?;
         Ok(Executor {
             inner: Arc::new(Inner {
                 env,
@@ -100,13 +112,16 @@ impl Executor {
         let pool = self.pool.lock();
         match &*pool {
             Some(pool) => pool.execute(move || inner.run_task(task)),
-            None => self.inner.backend.status_update(
-                task.task_id,
-                TaskState::Failed {
-                    failure: TaskFailure::Error { message: "executor is stopped".into() },
-                    metrics: TaskMetricsSnapshot::default(),
-                },
-            ),
+            None => {
+                self.inner.backend.status_update(
+                    task.task_id,
+                    TaskState::Failed {
+                        failure: TaskFailure::Error { message: "executor is stopped".into() },
+                        metrics: TaskMetricsSnapshot::default(),
+                    },
+                );
+                self.inner.backend.flush();
+            }
         }
     }
 
@@ -179,9 +194,18 @@ impl Inner {
             .clone()
     }
 
+    /// Sends the updates given so far unless another task is about to start
+    /// (`waiting` counts the calling task if it is still queued).
+    fn flush_unless_busy(&self, waiting: usize) {
+        if self.running.lock().queued.len() <= waiting {
+            self.backend.flush();
+        }
+    }
+
     fn run_task(self: Arc<Self>, task: TaskDescription) {
         let task_id = task.task_id;
         self.backend.status_update(task_id, TaskState::Running);
+        self.backend.flush_soon();
         let decode_start = Instant::now();
         let stage = self.decode(&task.payload_hash);
         let decode_time_ms = decode_start.elapsed().as_millis() as u64;
@@ -192,6 +216,7 @@ impl Inner {
                 let metrics = TaskMetricsSnapshot { decode_time_ms, ..Default::default() };
                 let failure = TaskFailure::Error { message: format!("cannot decode task: {message}") };
                 self.backend.status_update(task_id, TaskState::Failed { failure, metrics });
+                self.flush_unless_busy(0);
                 return;
             }
         };
@@ -241,5 +266,6 @@ impl Inner {
         };
         self.running.lock().contexts.remove(&task_id);
         self.backend.status_update(task_id, state);
+        self.flush_unless_busy(0);
     }
 }

@@ -16,16 +16,20 @@ pub struct TaskPool {
 }
 
 impl TaskPool {
-    pub fn new(name: &str, threads: usize) -> std::io::Result<Self> {
+    /// `spin_wait`: how long an idle thread polls for its next task before
+    /// it sleeps (see `ember_common::spin`).
+    pub fn new(name: &str, threads: usize, spin_wait: std::time::Duration) -> std::io::Result<Self> {
         let (tx, rx) = unbounded::<Job>();
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             handles.push(
                 std::thread::Builder::new().name(format!("{name}-task-{i}")).stack_size(TASK_STACK_SIZE).spawn(
-                    move || {
-                        for job in rx {
-                            job();
+                    move || loop {
+                        let next = ember_common::spin::spin_for(spin_wait, || rx.try_recv().ok());
+                        match next.map_or_else(|| rx.recv(), Ok) {
+                            Ok(job) => job(),
+                            Err(_) => break,
                         }
                     },
                 )?,

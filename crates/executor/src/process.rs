@@ -24,7 +24,8 @@ use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
 use ember_rpc::{
-    accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION,
+    accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, SharedWriter, ToDriver, ToExecutor,
+    PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -72,9 +73,10 @@ fn run() -> Result<(), String> {
     result
 }
 
-/// Sends status updates to the driver, parking large results in the block server.
+/// Sends status updates to the driver, parking large results in the block
+/// server. Task threads write them to the connection themselves.
 struct DriverLink {
-    out: mpsc::UnboundedSender<ToDriver>,
+    out: Arc<SharedWriter>,
     results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>>,
     max_direct_result: usize,
 }
@@ -91,7 +93,15 @@ impl ExecutorBackend for DriverLink {
             }
             other => other,
         };
-        let _ = self.out.send(ToDriver::StatusUpdate { task_id, state });
+        self.out.push(&ToDriver::StatusUpdate { task_id, state });
+    }
+
+    fn flush(&self) {
+        self.out.flush();
+    }
+
+    fn flush_soon(&self) {
+        self.out.flush_soon();
     }
 }
 
@@ -172,8 +182,8 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         other => return Err(format!("unexpected reply to registration: {other:?}")),
     }
 
-    let (out, out_rx) = mpsc::unbounded_channel::<ToDriver>();
-    tokio::spawn(ember_rpc::pump(writer, out_rx));
+    let out = SharedWriter::start(writer);
+    reader.spin_wait(config.spin_wait);
     let results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>> = Arc::default();
     let clients = Arc::new(BlockClients::new(tokio::runtime::Handle::current(), secret.clone(), config.max_frame));
     let executor = Arc::new(
@@ -186,6 +196,7 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
                 compress: config.compress,
                 block_size: config.block_size,
                 block_address: block_address.clone(),
+                spin_wait: config.spin_wait,
             },
             Arc::new(DriverLink {
                 out: out.clone(),
@@ -204,7 +215,7 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            if heartbeat_out.send(ToDriver::Heartbeat { executor_id: id.clone() }).is_err() {
+            if !heartbeat_out.send(&ToDriver::Heartbeat { executor_id: id.clone() }) {
                 return;
             }
         }
@@ -229,7 +240,7 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
                 executor.env().blocks().remove_rdd(rdd_id);
             }
             Ok(ToExecutor::ReportMemory) => {
-                let _ = out.send(ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
+                out.send(&ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
             }
             Ok(ToExecutor::StopExecutor) | Ok(ToExecutor::Shutdown) => break,
             Ok(ToExecutor::RegisteredExecutor)

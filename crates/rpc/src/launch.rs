@@ -23,6 +23,8 @@ pub struct ProcessConfig {
     /// Without any message from the driver for this long, the executor exits.
     pub network_timeout: Duration,
     pub max_frame: usize,
+    /// `ember.spinWait`.
+    pub spin_wait: Duration,
 }
 
 impl ProcessConfig {
@@ -41,6 +43,7 @@ impl ProcessConfig {
             ("EMBER_HEARTBEAT_MS".into(), self.heartbeat.as_millis().to_string()),
             ("EMBER_NETWORK_TIMEOUT_MS".into(), self.network_timeout.as_millis().to_string()),
             ("EMBER_MAX_FRAME".into(), self.max_frame.to_string()),
+            ("EMBER_SPIN_WAIT_US".into(), self.spin_wait.as_micros().to_string()),
         ]
     }
 
@@ -64,6 +67,7 @@ impl ProcessConfig {
             heartbeat: Duration::from_millis(num("EMBER_HEARTBEAT_MS")?),
             network_timeout: Duration::from_millis(num("EMBER_NETWORK_TIMEOUT_MS")?),
             max_frame: num("EMBER_MAX_FRAME")?,
+            spin_wait: Duration::from_micros(num("EMBER_SPIN_WAIT_US")?),
         })
     }
 }

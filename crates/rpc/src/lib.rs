@@ -9,6 +9,9 @@
 //!   between block clients and block servers.
 //! - [`client`]: a request/response client that multiplexes many concurrent
 //!   calls over one connection per peer.
+//! - [`shared`]: a connection's sending half that the scheduler and task
+//!   threads write to directly, with a flusher task for what the socket
+//!   cannot take at once.
 //! - [`runtime`]: the single-I/O-thread runtime both kinds of process use.
 
 pub mod client;
@@ -16,8 +19,10 @@ pub mod frame;
 pub mod launch;
 pub mod messages;
 pub mod runtime;
+pub mod shared;
 
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};
 pub use runtime::io_runtime;
+pub use shared::SharedWriter;

@@ -29,6 +29,9 @@ pub trait SchedulerBackend: Send {
     fn kill(&mut self, executor: &ExecutorId, task_id: TaskId, reason: &str);
     /// The executor may forget a finished stage attempt's payload.
     fn release(&mut self, executor: &ExecutorId, payload_hash: [u8; 32]);
+    /// Sends what this loop turn's calls queued. Backends that deliver
+    /// at once need not implement it.
+    fn flush(&mut self) {}
     fn stop(&mut self);
 }
 
@@ -87,6 +90,8 @@ pub struct LoopConfig {
     pub short_task_queue: usize,
     /// How long a task waits for the executors caching its input (`ember.locality.wait`).
     pub locality_wait: Duration,
+    /// How long the loop polls for its next message before it sleeps (`ember.spinWait`).
+    pub spin_wait: Duration,
 }
 
 /// The driver side's handle on the running event loop.
@@ -130,6 +135,7 @@ impl DriverHandle {
                     backend,
                     bus,
                     clock,
+                    spin_wait: config.spin_wait,
                 };
                 state.run(rx);
             })
@@ -191,6 +197,7 @@ struct LoopState {
     backend: Box<dyn SchedulerBackend>,
     bus: Arc<ListenerBus>,
     clock: Arc<dyn Clock>,
+    spin_wait: Duration,
 }
 
 impl LoopState {
@@ -204,12 +211,15 @@ impl LoopState {
             } else {
                 None
             };
-            let msg = match deadline {
-                None => rx.recv().map_err(|_| ()),
-                Some(wait) => match rx.recv_timeout(Duration::from_millis(wait)) {
+            let spun = ember_common::spin::spin_for(self.spin_wait, || rx.try_recv().ok());
+            let msg = match (spun, deadline) {
+                (Some(msg), _) => Ok(msg),
+                (None, None) => rx.recv().map_err(|_| ()),
+                (None, Some(wait)) => match rx.recv_timeout(Duration::from_millis(wait)) {
                     Ok(msg) => Ok(msg),
                     Err(RecvTimeoutError::Timeout) => {
                         self.make_offers();
+                        self.backend.flush();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => Err(()),
@@ -227,6 +237,7 @@ impl LoopState {
                 }
             }
             self.make_offers();
+            self.backend.flush();
         }
         self.shutdown();
     }
