@@ -136,6 +136,7 @@ impl DriverHandle {
                     bus,
                     clock,
                     spin_wait: config.spin_wait,
+                    events: Vec::new(),
                 };
                 state.run(rx);
             })
@@ -198,6 +199,9 @@ struct LoopState {
     bus: Arc<ListenerBus>,
     clock: Arc<dyn Clock>,
     spin_wait: Duration,
+    /// Listener events of the current turn, posted together at its end
+    /// (and before a job's waiter hears the job ended).
+    events: Vec<ListenerEvent>,
 }
 
 impl LoopState {
@@ -219,7 +223,7 @@ impl LoopState {
                     Ok(msg) => Ok(msg),
                     Err(RecvTimeoutError::Timeout) => {
                         self.make_offers();
-                        self.backend.flush();
+                        self.end_turn();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => Err(()),
@@ -237,12 +241,25 @@ impl LoopState {
                 }
             }
             self.make_offers();
-            self.backend.flush();
+            self.end_turn();
         }
         self.shutdown();
     }
 
+    /// Sends what the turn queued: messages to executors, listener events.
+    fn end_turn(&mut self) {
+        self.backend.flush();
+        self.post_events();
+    }
+
+    fn post_events(&mut self) {
+        if !self.events.is_empty() {
+            self.bus.post_all(std::mem::take(&mut self.events));
+        }
+    }
+
     fn shutdown(&mut self) {
+        self.post_events();
         for (_, w) in self.waiters.drain() {
             let _ = w.send(JobMsg::Done(Err(Error::Stopped("the context was stopped".into()))));
         }
@@ -280,11 +297,11 @@ impl LoopState {
                 self.ts_outputs(outs, now);
             }
             LoopMsg::ExecutorAdded { executor, cores } => {
-                self.bus.post(ListenerEvent::ExecutorAdded { executor: executor.clone(), cores, time: now });
+                self.events.push(ListenerEvent::ExecutorAdded { executor: executor.clone(), cores, time: now });
                 self.ts.add_executor(executor, cores);
             }
             LoopMsg::ExecutorLost { executor, reason } => {
-                self.bus.post(ListenerEvent::ExecutorRemoved {
+                self.events.push(ListenerEvent::ExecutorRemoved {
                     executor: executor.clone(),
                     reason: reason.clone(),
                     time: now,
@@ -303,7 +320,7 @@ impl LoopState {
         for o in outs {
             match o {
                 TsOutput::Dag(ev) => self.dag_event(ev, now),
-                TsOutput::Event(ev) => self.bus.post(ev),
+                TsOutput::Event(ev) => self.events.push(ev),
                 TsOutput::Kill { executor, task_id } => self.backend.kill(&executor, task_id, "stage cancelled"),
                 TsOutput::Release { executor, payload_hash } => self.backend.release(&executor, payload_hash),
             }
@@ -351,7 +368,7 @@ impl LoopState {
                                 self.backend.release(&executor, payload_hash)
                             }
                             TsOutput::Dag(ev) => queue.extend(self.dag.handle(ev, now)),
-                            TsOutput::Event(ev) => self.bus.post(ev),
+                            TsOutput::Event(ev) => self.events.push(ev),
                         }
                     }
                 }
@@ -361,18 +378,21 @@ impl LoopState {
                     }
                 }
                 DagAction::JobSucceeded { job_id } => {
+                    // Listeners have the job's end by the time its caller returns.
+                    self.post_events();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Ok(())));
                     }
                 }
                 DagAction::JobFailed { job_id, error } => {
+                    self.post_events();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Err(error)));
                     }
                 }
-                DagAction::Event(ev) => self.bus.post(ev),
+                DagAction::Event(ev) => self.events.push(ev),
             }
         }
     }
@@ -380,9 +400,7 @@ impl LoopState {
     fn make_offers(&mut self) {
         let now = self.clock.now_millis();
         let (launches, events) = self.ts.resource_offers(now);
-        for ev in events {
-            self.bus.post(ev);
-        }
+        self.events.extend(events);
         for l in launches {
             self.backend.launch(l);
         }

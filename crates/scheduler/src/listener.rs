@@ -2,6 +2,10 @@
 //! order, to registered listeners on a dedicated thread, so a slow listener
 //! never stalls scheduling. [`ListenerBus::wait_until_empty`] lets tests
 //! observe events deterministically.
+//!
+//! Events travel in batches ([`ListenerBus::post_all`]): the event loop
+//! posts what one turn produced at once, so a burst of short tasks wakes the
+//! bus thread once, not twice per task.
 
 use crossbeam_channel::{unbounded, Sender};
 use ember_common::{ExecutorId, JobId, StageId, TaskId};
@@ -82,7 +86,7 @@ struct Counters {
 
 /// Delivers events to listeners on its own thread.
 pub struct ListenerBus {
-    tx: Mutex<Option<Sender<ListenerEvent>>>,
+    tx: Mutex<Option<Sender<Vec<ListenerEvent>>>>,
     listeners: Arc<RwLock<Vec<Arc<dyn Listener>>>>,
     counters: Arc<(Mutex<Counters>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -90,19 +94,24 @@ pub struct ListenerBus {
 
 impl ListenerBus {
     pub fn start() -> Arc<Self> {
-        let (tx, rx) = unbounded::<ListenerEvent>();
+        let (tx, rx) = unbounded::<Vec<ListenerEvent>>();
         let listeners: Arc<RwLock<Vec<Arc<dyn Listener>>>> = Arc::default();
         let counters = Arc::new((Mutex::new(Counters { posted: 0, processed: 0 }), Condvar::new()));
         let (l2, c2) = (listeners.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("ember-listener-bus".into())
             .spawn(move || {
-                for event in rx {
-                    for l in l2.read().iter() {
-                        l.on_event(&event);
+                for batch in rx {
+                    {
+                        let listeners = l2.read();
+                        for event in &batch {
+                            for l in listeners.iter() {
+                                l.on_event(event);
+                            }
+                        }
                     }
                     let (m, cv) = &*c2;
-                    m.lock().processed += 1;
+                    m.lock().processed += batch.len() as u64;
                     cv.notify_all();
                 }
             })
@@ -115,10 +124,19 @@ impl ListenerBus {
     }
 
     pub fn post(&self, event: ListenerEvent) {
+        self.post_all(vec![event]);
+    }
+
+    /// Posts events in order, as one delivery to the bus thread.
+    pub fn post_all(&self, events: Vec<ListenerEvent>) {
+        if events.is_empty() {
+            return;
+        }
         if let Some(tx) = &*self.tx.lock() {
-            self.counters.0.lock().posted += 1;
-            if tx.send(event).is_err() {
-                self.counters.0.lock().posted -= 1;
+            let n = events.len() as u64;
+            self.counters.0.lock().posted += n;
+            if tx.send(events).is_err() {
+                self.counters.0.lock().posted -= n;
             }
         }
     }
@@ -142,5 +160,38 @@ impl ListenerBus {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Record(Mutex<Vec<usize>>);
+
+    impl Listener for Record {
+        fn on_event(&self, event: &ListenerEvent) {
+            if let ListenerEvent::ExecutorAdded { cores, .. } = event {
+                self.0.lock().push(*cores);
+            }
+        }
+    }
+
+    fn added(cores: usize) -> ListenerEvent {
+        ListenerEvent::ExecutorAdded { executor: ExecutorId::from("e"), cores, time: 0 }
+    }
+
+    #[test]
+    fn batches_and_single_events_arrive_in_order_and_are_waited_for() {
+        let bus = ListenerBus::start();
+        let record = Arc::new(Record(Mutex::new(Vec::new())));
+        bus.add_listener(record.clone());
+        bus.post(added(0));
+        bus.post_all((1..=100).map(added).collect());
+        bus.post_all(Vec::new());
+        bus.post(added(101));
+        assert!(bus.wait_until_empty(Duration::from_secs(30)));
+        assert_eq!(*record.0.lock(), (0..=101).collect::<Vec<_>>());
+        bus.stop();
     }
 }
