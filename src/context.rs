@@ -402,11 +402,16 @@ impl Context {
         let count = partitions.len();
         let group = JOB_GROUP.with(|g| g.borrow().clone());
         let (job_id, rx) = self.inner.driver.submit_job(rdd.base(), sink, partitions, group)?;
+        // The waiter polls only while the job is young: a tiny job ends
+        // within the budget, and a long one's stream of results would
+        // otherwise keep this thread polling beside the threads doing work.
+        let submitted = std::time::Instant::now();
         let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
         let mut total_bytes: u64 = 0;
         let limit = self.inner.max_result_size;
         loop {
-            let next = ember_common::spin::spin_for(self.inner.spin_wait, || rx.try_recv().ok());
+            let budget = self.inner.spin_wait.saturating_sub(submitted.elapsed());
+            let next = ember_common::spin::spin_for(budget, || rx.try_recv().ok());
             match next.map_or_else(|| rx.recv(), Ok) {
                 Ok(JobMsg::TaskResult { output_index, bytes }) => {
                     total_bytes += bytes.len() as u64;
