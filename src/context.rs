@@ -413,21 +413,23 @@ impl Context {
             let budget = self.inner.spin_wait.saturating_sub(submitted.elapsed());
             let next = ember_common::spin::spin_for(budget, || rx.try_recv().ok());
             match next.map_or_else(|| rx.recv(), Ok) {
-                Ok(JobMsg::TaskResult { output_index, bytes }) => {
-                    total_bytes += bytes.len() as u64;
-                    if limit > 0 && total_bytes > limit {
-                        self.inner.driver.cancel_job(job_id, "result size limit exceeded");
-                        return Err(Error::JobAborted {
-                            reason: format!(
-                                "Total size of serialized results of {} tasks ({total_bytes} bytes) is bigger than \
-                                 ember.driver.maxResultSize ({limit} bytes)",
-                                results.iter().filter(|r| r.is_some()).count() + 1
-                            ),
-                        });
+                Ok(JobMsg::TaskResults(batch)) => {
+                    for (output_index, bytes) in batch {
+                        total_bytes += bytes.len() as u64;
+                        if limit > 0 && total_bytes > limit {
+                            self.inner.driver.cancel_job(job_id, "result size limit exceeded");
+                            return Err(Error::JobAborted {
+                                reason: format!(
+                                    "Total size of serialized results of {} tasks ({total_bytes} bytes) is bigger \
+                                     than ember.driver.maxResultSize ({limit} bytes)",
+                                    results.iter().filter(|r| r.is_some()).count() + 1
+                                ),
+                            });
+                        }
+                        let value = postcard::from_bytes(&bytes)
+                            .map_err(|e| Error::Codec(format!("decoding a task result: {e}")))?;
+                        results[output_index] = Some(value);
                     }
-                    let value = postcard::from_bytes(&bytes)
-                        .map_err(|e| Error::Codec(format!("decoding a task result: {e}")))?;
-                    results[output_index] = Some(value);
                 }
                 Ok(JobMsg::Done(Ok(()))) => break,
                 Ok(JobMsg::Done(Err(e))) => return Err(e),

@@ -78,7 +78,9 @@ pub enum LoopMsg {
 
 /// Messages from the event loop to a job's waiter.
 pub enum JobMsg {
-    TaskResult { output_index: usize, bytes: Vec<u8> },
+    /// Results of some of the job's tasks, `(output index, encoded value)`:
+    /// those one loop turn produced.
+    TaskResults(Vec<(usize, Vec<u8>)>),
     Done(Result<()>),
 }
 
@@ -137,6 +139,7 @@ impl DriverHandle {
                     clock,
                     spin_wait: config.spin_wait,
                     events: Vec::new(),
+                    results: Vec::new(),
                 };
                 state.run(rx);
             })
@@ -202,6 +205,9 @@ struct LoopState {
     /// Listener events of the current turn, posted together at its end
     /// (and before a job's waiter hears the job ended).
     events: Vec<ListenerEvent>,
+    /// Task results of the current turn, sent to their jobs' waiters
+    /// together at its end (and before a waiter hears its job ended).
+    results: Vec<(JobId, usize, Vec<u8>)>,
 }
 
 impl LoopState {
@@ -249,7 +255,25 @@ impl LoopState {
     /// Sends what the turn queued: messages to executors, listener events.
     fn end_turn(&mut self) {
         self.backend.flush();
+        self.send_results();
         self.post_events();
+    }
+
+    /// One message per job with results this turn, so a stream of short
+    /// tasks wakes a waiter once per turn rather than once per task.
+    fn send_results(&mut self) {
+        let mut batches: Vec<(JobId, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        for (job_id, index, bytes) in self.results.drain(..) {
+            match batches.iter_mut().find(|(j, _)| *j == job_id) {
+                Some((_, batch)) => batch.push((index, bytes)),
+                None => batches.push((job_id, vec![(index, bytes)])),
+            }
+        }
+        for (job_id, batch) in batches {
+            if let Some(w) = self.waiters.get(&job_id) {
+                let _ = w.send(JobMsg::TaskResults(batch));
+            }
+        }
     }
 
     fn post_events(&mut self) {
@@ -373,12 +397,11 @@ impl LoopState {
                     }
                 }
                 DagAction::TaskResult { job_id, output_index, bytes } => {
-                    if let Some(w) = self.waiters.get(&job_id) {
-                        let _ = w.send(JobMsg::TaskResult { output_index, bytes });
-                    }
+                    self.results.push((job_id, output_index, bytes));
                 }
                 DagAction::JobSucceeded { job_id } => {
                     // Listeners have the job's end by the time its caller returns.
+                    self.send_results();
                     self.post_events();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
@@ -386,6 +409,7 @@ impl LoopState {
                     }
                 }
                 DagAction::JobFailed { job_id, error } => {
+                    self.send_results();
                     self.post_events();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
