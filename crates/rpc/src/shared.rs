@@ -81,14 +81,9 @@ impl SharedWriter {
     /// the connection is closed.
     pub fn push<T: Serialize>(&self, msg: &T) -> bool {
         let mut s = self.state.lock();
-        let Some(w) = s.writer.as_mut() else { return false };
-        if let Err(e) = w.push(msg) {
-            tracing::error!(error = %e, "cannot send a message; closing the connection");
-            self.write_now(&mut s);
-            s.writer = None;
+        if !self.append(&mut s, msg) {
             return false;
         }
-        s.unflushed += 1;
         let waiting = s.writer.as_ref().map_or(0, |w| w.out.len()) - s.sent;
         if s.unflushed >= AUTO_FLUSH_MESSAGES || waiting >= AUTO_FLUSH_BYTES {
             self.write_now(&mut s);
@@ -104,9 +99,9 @@ impl SharedWriter {
     }
 
     /// Flushes within [`FLUSH_SOON`] unless a [`flush`](Self::flush) comes
-    /// first: a message that may be followed at once by another (a task's
-    /// `Running` by its `Finished`) waits for it without being held back
-    /// for long.
+    /// first: for messages that are not urgent (a stage release), which then
+    /// travel with the next urgent ones instead of costing a write and a
+    /// wake-up of the peer of their own.
     pub fn flush_soon(&self) {
         if !self.soon_armed.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.soon.notify_one();
@@ -116,16 +111,25 @@ impl SharedWriter {
     /// [`push`](Self::push) then [`flush`](Self::flush).
     pub fn send<T: Serialize>(&self, msg: &T) -> bool {
         let mut s = self.state.lock();
+        if !self.append(&mut s, msg) {
+            return false;
+        }
+        self.write_now(&mut s);
+        s.writer.is_some()
+    }
+
+    /// Adds a message to the buffer; one that cannot be sent closes the
+    /// connection after what came before it.
+    fn append<T: Serialize>(&self, s: &mut State, msg: &T) -> bool {
         let Some(w) = s.writer.as_mut() else { return false };
         if let Err(e) = w.push(msg) {
             tracing::error!(error = %e, "cannot send a message; closing the connection");
-            self.write_now(&mut s);
+            self.write_now(s);
             s.writer = None;
             return false;
         }
         s.unflushed += 1;
-        self.write_now(&mut s);
-        s.writer.is_some()
+        true
     }
 
     /// True until the connection is closed by an error.

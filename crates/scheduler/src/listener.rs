@@ -232,15 +232,20 @@ mod tests {
         }
     }
 
+    fn recording_bus() -> (Arc<ListenerBus>, Arc<Record>) {
+        let bus = ListenerBus::start();
+        let record = Arc::new(Record(Mutex::new(Vec::new())));
+        bus.add_listener(record.clone());
+        (bus, record)
+    }
+
     fn added(cores: usize) -> ListenerEvent {
         ListenerEvent::ExecutorAdded { executor: ExecutorId::from("e"), cores, time: 0 }
     }
 
     #[test]
     fn batches_and_single_events_arrive_in_order_and_are_waited_for() {
-        let bus = ListenerBus::start();
-        let record = Arc::new(Record(Mutex::new(Vec::new())));
-        bus.add_listener(record.clone());
+        let (bus, record) = recording_bus();
         bus.post(added(0));
         bus.post_all((1..=100).map(added).collect());
         bus.post_all(Vec::new());
@@ -263,9 +268,7 @@ mod tests {
 
     #[test]
     fn events_arrive_without_being_waited_for_whether_the_bus_is_polling_or_asleep() {
-        let bus = ListenerBus::start();
-        let record = Arc::new(Record(Mutex::new(Vec::new())));
-        bus.add_listener(record.clone());
+        let (bus, record) = recording_bus();
         bus.post(added(1));
         assert!(delivered_within(&record, 1, Duration::from_secs(10)), "delivered by the polling bus");
         // With nothing posted, the bus stops polling and sleeps.
