@@ -35,7 +35,7 @@ pub trait ExecutorBackend: Send + Sync {
     fn flush(&self) {}
     /// Sends the updates given so far within a millisecond, unless a
     /// [`flush`](Self::flush) comes first. A task's `Running` waits this
-    /// way, so a short task's `Running` and `Finished` travel together.
+    /// way; a backend may leave it out if the task's end comes first.
     fn flush_soon(&self) {
         self.flush();
     }
