@@ -122,6 +122,7 @@ where
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
         let records = ctx.checked(self.rdd.compute(ctx.partition_id(), ctx)?);
         let mut out = map_task_output(ctx, self.shuffle_id);
+        out.cfg.expected_keys = ctx.env().expected_keys(self.shuffle_id.0, false);
         let p = &self.partitioner;
         let info = ember_shuffle::write_combined(
             records,
@@ -134,6 +135,12 @@ where
             &out.index,
         )
         .map_err(shuffle_err)?;
+        // A combined output holds one record per distinct key. A task that
+        // spilled did not hold them all at once: its count would oversize
+        // the next table.
+        if info.spill_count == 0 {
+            ctx.env().record_keys(self.shuffle_id.0, false, info.records_written as usize);
+        }
         finish_map_task(ctx, info)
     }
 }

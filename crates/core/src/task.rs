@@ -78,6 +78,14 @@ pub trait TaskEnv: Send + Sync {
     }
     fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>>;
     fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>);
+    /// How many distinct keys the last task aggregating `shuffle_id` on this
+    /// side (map or reduce) held; 0 when none did. Tasks of one stage see
+    /// similar key counts, so the next one sizes its table once.
+    fn expected_keys(&self, _shuffle_id: u64, _reduce_side: bool) -> usize {
+        0
+    }
+    /// Records what [`expected_keys`](Self::expected_keys) returns next.
+    fn record_keys(&self, _shuffle_id: u64, _reduce_side: bool, _keys: usize) {}
 }
 
 struct TaskShared {

@@ -47,6 +47,8 @@ pub struct ExecutorEnv {
     memory: Arc<MemoryPool>,
     blocks: BlockManager,
     remote: Option<Arc<dyn RemoteFetcher>>,
+    /// `TaskEnv::record_keys`, per (shuffle, reduce side).
+    key_counts: parking_lot::Mutex<std::collections::HashMap<(u64, bool), usize>>,
 }
 
 impl ExecutorEnv {
@@ -59,6 +61,7 @@ impl ExecutorEnv {
             blocks: BlockManager::default(),
             remote,
             config,
+            key_counts: Default::default(),
         })
     }
 
@@ -82,6 +85,14 @@ impl TaskEnv for ExecutorEnv {
 
     fn memory_pool(&self) -> &Arc<MemoryPool> {
         &self.memory
+    }
+
+    fn expected_keys(&self, shuffle_id: u64, reduce_side: bool) -> usize {
+        self.key_counts.lock().get(&(shuffle_id, reduce_side)).copied().unwrap_or(0)
+    }
+
+    fn record_keys(&self, shuffle_id: u64, reduce_side: bool, keys: usize) {
+        self.key_counts.lock().insert((shuffle_id, reduce_side), keys);
     }
 
     fn write_config(&self) -> WriteConfig {
@@ -140,5 +151,38 @@ impl TaskEnv for ExecutorEnv {
 
     fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>) {
         self.blocks.put(rdd_id, partition, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_counts_are_remembered_per_shuffle_and_side() {
+        let dir = std::env::temp_dir().join(format!("ember-env-test-{}", std::process::id()));
+        let env = ExecutorEnv::new(
+            ExecutorConfig {
+                id: ExecutorId::from("e"),
+                cores: 1,
+                dir: dir.clone(),
+                memory_budget: 1 << 20,
+                compress: true,
+                block_size: 64 << 10,
+                block_address: String::new(),
+                spin_wait: std::time::Duration::ZERO,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(env.expected_keys(3, false), 0);
+        env.record_keys(3, false, 1000);
+        env.record_keys(3, true, 50);
+        env.record_keys(3, false, 1200);
+        assert_eq!(
+            (env.expected_keys(3, false), env.expected_keys(3, true), env.expected_keys(4, false)),
+            (1200, 50, 0)
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

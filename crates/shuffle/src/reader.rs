@@ -63,9 +63,16 @@ pub struct CombinedIter<K, V, C, A> {
     _spills: Vec<SpillFile>,
     mem: MemoryReservation,
     spill_count: u32,
+    keys: Option<usize>,
 }
 
 impl<K, V, C, A> CombinedIter<K, V, C, A> {
+    /// Distinct keys, when aggregation stayed in memory (unknown until
+    /// the merge otherwise).
+    pub fn keys(&self) -> Option<usize> {
+        self.keys
+    }
+
     /// Number of spill files written while aggregating.
     pub fn spill_count(&self) -> u32 {
         self.spill_count
@@ -144,18 +151,20 @@ where
     E: Into<Error>,
 {
     let single = |_: &K| 0usize;
-    let mut comb: Combiner<K, C> = Combiner::new(1);
+    let mut comb: Combiner<K, C> = Combiner::new(1, cfg.expected_keys);
     {
         let mut env = env(cfg, mem, spill_dir);
         for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &single, &mut env))?;
     }
     let spill_count = comb.spills.len() as u32;
     if comb.spills.is_empty() {
+        let keys = comb.len();
         return Ok(CombinedIter {
             inner: CombinedInner::Mem(comb.into_entries()),
             _spills: Vec::new(),
             mem: mem.take(),
             spill_count,
+            keys: Some(keys),
         });
     }
     let entries = comb.drain_sorted(&single, true)?;
@@ -171,6 +180,7 @@ where
         _spills: spills.into_iter().map(|r| r.file).collect(),
         mem: mem.take(),
         spill_count,
+        keys: None,
     })
 }
 

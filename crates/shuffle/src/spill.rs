@@ -257,19 +257,25 @@ pub(crate) struct Combiner<K, C> {
     pub bytes_spilled: u64,
 }
 
+/// The most keys a combiner's table is sized for up front.
+const MAX_EXPECTED_KEYS: usize = 1 << 20;
+
 impl<K, C> Combiner<K, C>
 where
     K: Hash + Eq + Serialize + DeserializeOwned + 'static,
     C: Serialize + DeserializeOwned + 'static,
 {
-    pub(crate) fn new(num_partitions: usize) -> Self {
-        Combiner {
-            table: CombineTable::new(),
-            est: SizeEstimator::default(),
-            num_partitions,
-            spills: Vec::new(),
-            bytes_spilled: 0,
-        }
+    /// `expected_keys` sizes the table up front (capped, so a wrong guess
+    /// costs little memory).
+    pub(crate) fn new(num_partitions: usize, expected_keys: usize) -> Self {
+        let mut table = CombineTable::new();
+        table.reserve(expected_keys.min(MAX_EXPECTED_KEYS));
+        Combiner { table, est: SizeEstimator::default(), num_partitions, spills: Vec::new(), bytes_spilled: 0 }
+    }
+
+    /// Distinct keys held in memory.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
     }
 
     fn estimated_bytes(&self) -> usize {

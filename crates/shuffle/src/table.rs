@@ -267,7 +267,7 @@ impl<K: Hash + Eq + 'static, C, H: TableHash<K>> CombineTable<K, C, H> {
 
     /// Grows the arrays so that `extra` more entries keep the load at most
     /// 5/8 (linear probing stays short well below full).
-    fn reserve(&mut self, extra: usize) {
+    pub(crate) fn reserve(&mut self, extra: usize) {
         let want = self.len + extra;
         if want * 8 <= self.buckets.len() * 5 {
             return;
@@ -455,6 +455,23 @@ mod tests {
         assert_eq!(t.len(), 100_000);
         assert!(t.tags.len() * 5 >= t.len() * 8, "load above 5/8");
         assert!(t.allocated_bytes() >= t.tags.len() * (4 + std::mem::size_of::<(u64, Option<u64>)>()));
+    }
+
+    #[test]
+    fn a_table_sized_for_its_keys_never_regrows() {
+        let mut t: CombineTable<String, u64> = CombineTable::new();
+        t.reserve(10_000);
+        let buckets = t.buckets.len();
+        assert!(buckets * 5 >= 10_000 * 8);
+        for chunk in (0..10_000u64).collect::<Vec<_>>().chunks(MAX_BATCH) {
+            let mut batch: Vec<(String, u64)> = chunk.iter().map(|i| (format!("key-{i}"), 1)).collect();
+            t.upsert_batch(&mut batch, |v| v, |c, v| c + v, |_, _| {});
+        }
+        assert_eq!((t.len(), t.buckets.len(), t.shorts.len()), (10_000, buckets, buckets));
+        // reserve(0) on an empty table allocates nothing.
+        let mut empty: CombineTable<u64, u64> = CombineTable::new();
+        empty.reserve(0);
+        assert_eq!(empty.allocated_bytes(), 0);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct WriteConfig {
     pub spill_dir: PathBuf,
     /// How many bytes to request from the pool at a time (default 1 MiB).
     pub memory_chunk: usize,
+    /// Distinct keys a combiner should expect (default 0: start small and
+    /// grow). Sizing the table once spares the rehash of every doubling.
+    pub expected_keys: usize,
 }
 
 impl Default for WriteConfig {
@@ -54,6 +57,7 @@ impl Default for WriteConfig {
             block_size: crate::format::DEFAULT_BLOCK_SIZE,
             spill_dir: std::env::temp_dir(),
             memory_chunk: 1 << 20,
+            expected_keys: 0,
         }
     }
 }
@@ -302,7 +306,7 @@ where
     let res = (|| {
         check_num_partitions(num_partitions)?;
         let mut env = cfg.env(mem, &cfg.spill_dir);
-        let mut comb: Combiner<K, C> = Combiner::new(num_partitions);
+        let mut comb: Combiner<K, C> = Combiner::new(num_partitions, cfg.expected_keys);
         crate::spill::for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &partition_of, &mut env))?;
         let (data_tmp, f) = TempOutput::create(data_path)?;
         let mut w = BufWriter::with_capacity(IO_BUFFER, f);

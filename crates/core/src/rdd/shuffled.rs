@@ -400,19 +400,27 @@ where
 {
     fn compute(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<(K, C)>> {
         let env = ctx.env();
-        let cfg = env.write_config();
+        let mut cfg = env.write_config();
+        cfg.expected_keys = env.expected_keys(self.shuffle_id.0, true);
         let mut mem = env.memory_pool().reservation();
         let spill_dir = cfg.spill_dir.clone();
+        let note_keys = |keys: Option<usize>| {
+            if let Some(n) = keys {
+                env.record_keys(self.shuffle_id.0, true, n);
+            }
+        };
         if self.map_side_combine {
             let records = read_shuffle::<K, C>(ctx, self.shuffle_id, partition)?;
             let merger = MergeCombiners::<A, V> { agg: self.agg.clone(), _v: PhantomData };
             let out = ember_shuffle::combine_by_key(ctx.checked(records), merger, &mut mem, &spill_dir, &cfg)
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
+            note_keys(out.keys());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         } else {
             let records = read_shuffle::<K, V>(ctx, self.shuffle_id, partition)?;
             let out = ember_shuffle::combine_by_key(ctx.checked(records), self.agg.clone(), &mut mem, &spill_dir, &cfg)
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
+            note_keys(out.keys());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         }
     }
