@@ -23,7 +23,7 @@ use crate::executor::{Executor, ExecutorBackend};
 use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
-use ember_rpc::shared::FLUSH_SOON;
+use ember_rpc::shared::Soon;
 use ember_rpc::{
     accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, SharedWriter, ToDriver, ToExecutor,
     PROTOCOL_VERSION,
@@ -31,7 +31,6 @@ use ember_rpc::{
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -79,8 +78,9 @@ fn run() -> Result<(), String> {
 /// server. Task threads write them to the connection themselves.
 ///
 /// A task's `Running` is held until the next flush and leaves within
-/// [`FLUSH_SOON`]; if the task ends first, its final update stands for it
-/// and `Running` is not sent at all. For a run of sub-millisecond tasks
+/// [`FLUSH_SOON`](ember_rpc::shared::FLUSH_SOON); if the task ends first,
+/// its final update stands for it and `Running` is not sent at all. For a
+/// run of sub-millisecond tasks
 /// that removes a third of the messages the driver decodes and handles;
 /// every task that runs longer still reports `Running` as it starts.
 struct DriverLink {
@@ -89,8 +89,7 @@ struct DriverLink {
     max_direct_result: usize,
     /// Tasks whose `Running` has not gone out yet.
     unsent_running: Mutex<Vec<TaskId>>,
-    soon: Arc<tokio::sync::Notify>,
-    soon_armed: AtomicBool,
+    soon: Soon,
 }
 
 impl DriverLink {
@@ -99,32 +98,13 @@ impl DriverLink {
         results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>>,
         max_direct_result: usize,
     ) -> Arc<Self> {
-        let soon = Arc::new(tokio::sync::Notify::new());
-        let link = Arc::new(DriverLink {
+        Arc::new_cyclic(|weak| DriverLink {
             out,
             results,
             max_direct_result,
             unsent_running: Mutex::new(Vec::new()),
-            soon: soon.clone(),
-            soon_armed: AtomicBool::new(false),
-        });
-        let weak = Arc::downgrade(&link);
-        tokio::spawn(async move {
-            loop {
-                soon.notified().await;
-                tokio::time::sleep(FLUSH_SOON).await;
-                let Some(link) = weak.upgrade() else { return };
-                link.soon_armed.store(false, Ordering::Release);
-                link.flush();
-            }
-        });
-        link
-    }
-}
-
-impl Drop for DriverLink {
-    fn drop(&mut self) {
-        self.soon.notify_one();
+            soon: Soon::new(weak.clone(), <DriverLink as ExecutorBackend>::flush),
+        })
     }
 }
 
@@ -161,9 +141,7 @@ impl ExecutorBackend for DriverLink {
     }
 
     fn flush_soon(&self) {
-        if !self.soon_armed.swap(true, Ordering::AcqRel) {
-            self.soon.notify_one();
-        }
+        self.soon.arm();
     }
 }
 

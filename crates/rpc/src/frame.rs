@@ -358,13 +358,9 @@ impl ConnWriter {
         self.seal();
         let mut sent = 0;
         let result = loop {
-            if sent == self.out.len() {
-                break Ok(());
-            }
-            match self.inner.try_write(&self.out[sent..]) {
-                Ok(0) => break Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            match self.write_from(&mut sent) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {
                     if let Err(e) = self.inner.writable().await {
                         break Err(e);
                     }
@@ -374,6 +370,21 @@ impl ConnWriter {
         };
         self.clear_out();
         Ok(result?)
+    }
+
+    /// Writes the buffer from byte `*sent` without blocking, advancing
+    /// `*sent`; true once everything is written, false when the socket
+    /// takes no more for now.
+    pub(crate) fn write_from(&self, sent: &mut usize) -> std::io::Result<bool> {
+        while *sent < self.out.len() {
+            match self.inner.try_write(&self.out[*sent..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Empties the write buffer, releasing it if one large message grew it.

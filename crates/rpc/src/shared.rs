@@ -20,7 +20,6 @@
 use crate::frame::ConnWriter;
 use parking_lot::Mutex;
 use serde::Serialize;
-use std::io::ErrorKind;
 use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
@@ -48,9 +47,51 @@ struct State {
 pub struct SharedWriter {
     state: Mutex<State>,
     backlog: Arc<Notify>,
-    /// Wakes the task behind [`flush_soon`](Self::flush_soon).
-    soon: Arc<Notify>,
-    soon_armed: std::sync::atomic::AtomicBool,
+    soon: Soon,
+}
+
+/// Calls a function on its owner within [`FLUSH_SOON`] of being armed, once
+/// per arming however often it is armed meanwhile: a flush that lets
+/// messages wait briefly for company. The call runs on the tokio runtime the
+/// `Soon` was made on; it stops with its owner.
+pub struct Soon {
+    inner: Arc<SoonInner>,
+}
+
+struct SoonInner {
+    wake: Notify,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Soon {
+    /// For an owner made with `Arc::new_cyclic`, which passes the `Weak`.
+    pub fn new<T: Send + Sync + 'static>(owner: Weak<T>, call: fn(&T)) -> Soon {
+        let inner = Arc::new(SoonInner { wake: Notify::new(), armed: std::sync::atomic::AtomicBool::new(false) });
+        let task = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                task.wake.notified().await;
+                tokio::time::sleep(FLUSH_SOON).await;
+                let Some(owner) = owner.upgrade() else { return };
+                task.armed.store(false, std::sync::atomic::Ordering::Release);
+                call(&owner);
+            }
+        });
+        Soon { inner }
+    }
+
+    pub fn arm(&self) {
+        if !self.inner.armed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.inner.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Soon {
+    fn drop(&mut self) {
+        // Let the task see its owner is gone and end.
+        self.inner.wake.notify_one();
+    }
 }
 
 enum Drain {
@@ -64,15 +105,12 @@ impl SharedWriter {
     /// sending side.
     pub fn start(writer: ConnWriter) -> Arc<SharedWriter> {
         let backlog = Arc::new(Notify::new());
-        let soon = Arc::new(Notify::new());
-        let shared = Arc::new(SharedWriter {
+        let shared = Arc::new_cyclic(|weak| SharedWriter {
             state: Mutex::new(State { writer: Some(writer), sent: 0, unflushed: 0, backlogged: false }),
             backlog: backlog.clone(),
-            soon: soon.clone(),
-            soon_armed: std::sync::atomic::AtomicBool::new(false),
+            soon: Soon::new(weak.clone(), SharedWriter::flush),
         });
         tokio::spawn(flusher(Arc::downgrade(&shared), backlog));
-        tokio::spawn(flush_later(Arc::downgrade(&shared), soon));
         shared
     }
 
@@ -103,9 +141,7 @@ impl SharedWriter {
     /// travel with the next urgent ones instead of costing a write and a
     /// wake-up of the peer of their own.
     pub fn flush_soon(&self) {
-        if !self.soon_armed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.soon.notify_one();
-        }
+        self.soon.arm();
     }
 
     /// [`push`](Self::push) then [`flush`](Self::flush).
@@ -164,13 +200,8 @@ impl SharedWriter {
 fn drain(s: &mut State) -> std::io::Result<Drain> {
     let Some(w) = s.writer.as_mut() else { return Ok(Drain::Done) };
     w.seal();
-    while s.sent < w.out.len() {
-        match w.inner.try_write(&w.out[s.sent..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => s.sent += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Drain::Blocked),
-            Err(e) => return Err(e),
-        }
+    if !w.write_from(&mut s.sent)? {
+        return Ok(Drain::Blocked);
     }
     w.clear_out();
     s.sent = 0;
@@ -216,22 +247,10 @@ async fn flusher(shared: Weak<SharedWriter>, backlog: Arc<Notify>) {
     }
 }
 
-/// Serves [`SharedWriter::flush_soon`].
-async fn flush_later(shared: Weak<SharedWriter>, soon: Arc<Notify>) {
-    loop {
-        soon.notified().await;
-        tokio::time::sleep(FLUSH_SOON).await;
-        let Some(this) = shared.upgrade() else { return };
-        this.soon_armed.store(false, std::sync::atomic::Ordering::Release);
-        this.flush();
-    }
-}
-
 impl Drop for SharedWriter {
     fn drop(&mut self) {
-        // Let the flusher tasks see the writer is gone and end.
+        // Let the flusher see the writer is gone and end.
         self.backlog.notify_one();
-        self.soon.notify_one();
     }
 }
 

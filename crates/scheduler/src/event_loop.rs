@@ -255,6 +255,14 @@ impl LoopState {
     /// Sends what the turn queued: messages to executors, listener events.
     fn end_turn(&mut self) {
         self.backend.flush();
+        self.deliver();
+    }
+
+    /// Hands the turn's results to their waiters and its events to the
+    /// listeners: at the turn's end, and before a waiter hears its job ended
+    /// (so the results precede `Done`, and listeners have the job's end by
+    /// the time its caller returns).
+    fn deliver(&mut self) {
         self.send_results();
         self.post_events();
     }
@@ -400,17 +408,14 @@ impl LoopState {
                     self.results.push((job_id, output_index, bytes));
                 }
                 DagAction::JobSucceeded { job_id } => {
-                    // Listeners have the job's end by the time its caller returns.
-                    self.send_results();
-                    self.post_events();
+                    self.deliver();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Ok(())));
                     }
                 }
                 DagAction::JobFailed { job_id, error } => {
-                    self.send_results();
-                    self.post_events();
+                    self.deliver();
                     self.groups.remove(&job_id);
                     if let Some(w) = self.waiters.remove(&job_id) {
                         let _ = w.send(JobMsg::Done(Err(error)));

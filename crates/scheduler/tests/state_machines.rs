@@ -513,11 +513,17 @@ fn placed(launches: &[ember_scheduler::task_scheduler::Launch]) -> Vec<(String, 
     launches.iter().map(|l| (l.executor.0.clone(), l.task.partition)).collect()
 }
 
-#[test]
-fn tasks_go_to_the_executors_caching_their_partitions() {
+/// A task scheduler with a 3 s locality wait and executors "a" and "b", one core each.
+fn two_single_core_executors() -> TaskScheduler {
     let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
     ts.add_executor(ExecutorId::from("a"), 1);
     ts.add_executor(ExecutorId::from("b"), 1);
+    ts
+}
+
+#[test]
+fn tasks_go_to_the_executors_caching_their_partitions() {
+    let mut ts = two_single_core_executors();
     // Partitions 0 and 2 are cached on b, 1 and 3 on a: FIFO order alone would put 0 on a.
     ts.submit(with_preferences(&[&["b"], &["a"], &["b"], &["a"]]), 0);
     let (l, _) = ts.resource_offers(0);
@@ -534,9 +540,7 @@ fn tasks_go_to_the_executors_caching_their_partitions() {
 
 #[test]
 fn a_task_waits_for_its_executor_until_the_locality_wait_ends() {
-    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
-    ts.add_executor(ExecutorId::from("a"), 1);
-    ts.add_executor(ExecutorId::from("b"), 1);
+    let mut ts = two_single_core_executors();
     ts.submit(with_preferences(&[&["b"], &["b"]]), 100);
     let (l, _) = ts.resource_offers(100);
     assert_eq!(placed(&l), vec![("b".into(), 0)], "a is free but not preferred");
@@ -548,9 +552,7 @@ fn a_task_waits_for_its_executor_until_the_locality_wait_ends() {
 
 #[test]
 fn launching_where_preferred_restarts_the_wait_and_lost_executors_stop_being_preferred() {
-    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
-    ts.add_executor(ExecutorId::from("a"), 1);
-    ts.add_executor(ExecutorId::from("b"), 1);
+    let mut ts = two_single_core_executors();
     ts.submit(with_preferences(&[&["b"], &["b"], &["b"]]), 0);
     let first = ts.resource_offers(0).0;
     assert_eq!(placed(&first), vec![("b".into(), 0)]);
@@ -574,9 +576,7 @@ fn launching_where_preferred_restarts_the_wait_and_lost_executors_stop_being_pre
 
 #[test]
 fn tasks_without_preferences_take_offers_a_preferring_set_passes_on() {
-    let mut ts = TaskScheduler::new(4).with_locality_wait(3000);
-    ts.add_executor(ExecutorId::from("a"), 1);
-    ts.add_executor(ExecutorId::from("b"), 1);
+    let mut ts = two_single_core_executors();
     ts.submit(with_preferences(&[&["b"], &["b"]]), 0);
     ts.submit(
         TaskSet {
