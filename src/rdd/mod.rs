@@ -15,8 +15,11 @@ use crate::context::Context;
 use ember_common::{Error, RddId, Result, TaskFailure};
 use ember_core::codec::{conjure, Func, ShippableFn};
 use ember_core::partitioner::{DirectPartitioner, PartitionerDesc};
-use ember_core::rdd::{CartesianRdd, CoalescedRdd, MapPartitionsRdd, PersistedRdd, UnionRdd, ZippedRdd};
-use ember_core::{BoxIter, Data, Key, Rdd as TypedRdd, RddBase, TaskContext};
+use ember_core::rdd::{
+    CartesianRdd, CoalescedRdd, FilterBatches, FlatMapBatches, MapBatches, MapPartitionsRdd, PersistedRdd, UnionRdd,
+    ZippedRdd,
+};
+use ember_core::{boxed, BoxIter, Data, Key, Rdd as TypedRdd, RddBase, TaskContext};
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
 use serde::{de::DeserializeOwned, Serialize};
@@ -86,7 +89,7 @@ impl<T: Data> Rdd<T> {
     pub fn map<U: Data, F: Fn(T) -> U + ShippableFn>(&self, f: F) -> Rdd<U> {
         let _ = Func::new(f);
         self.transform("map", (), false, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-            Box::new(it.map(conjure::<F>()))
+            Box::new(MapBatches::new(it, conjure::<F>()))
         })
     }
 
@@ -100,7 +103,7 @@ impl<T: Data> Rdd<T> {
         let _ = Func::new(f);
         self.transform("map", Arc::new(state), false, |s: &Arc<S>, _: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
             let s = s.clone();
-            Box::new(it.map(move |x| conjure::<F>()(&s, x)))
+            Box::new(MapBatches::new(it, move |x| conjure::<F>()(&s, x)))
         })
     }
 
@@ -112,7 +115,7 @@ impl<T: Data> Rdd<T> {
     {
         let _ = Func::new(f);
         self.transform("flatMap", (), false, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-            Box::new(it.flat_map(conjure::<F>()))
+            Box::new(FlatMapBatches::new(it, conjure::<F>()))
         })
     }
 
@@ -126,14 +129,14 @@ impl<T: Data> Rdd<T> {
         let _ = Func::new(f);
         self.transform("flatMap", Arc::new(state), false, |s: &Arc<S>, _: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
             let s = s.clone();
-            Box::new(it.flat_map(move |x| conjure::<F>()(&s, x)))
+            Box::new(FlatMapBatches::new(it, move |x| conjure::<F>()(&s, x)))
         })
     }
 
     pub fn filter<F: Fn(&T) -> bool + ShippableFn>(&self, f: F) -> Rdd<T> {
         let _ = Func::new(f);
         self.transform("filter", (), true, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<T> {
-            Box::new(it.filter(conjure::<F>()))
+            Box::new(FilterBatches::new(it, conjure::<F>()))
         })
     }
 
@@ -145,7 +148,7 @@ impl<T: Data> Rdd<T> {
         let _ = Func::new(f);
         self.transform("filter", Arc::new(state), true, |s: &Arc<S>, _: &TaskContext, it: BoxIter<T>| -> BoxIter<T> {
             let s = s.clone();
-            Box::new(it.filter(move |x| conjure::<F>()(&s, x)))
+            Box::new(FilterBatches::new(it, move |x| conjure::<F>()(&s, x)))
         })
     }
 
@@ -158,7 +161,7 @@ impl<T: Data> Rdd<T> {
     {
         let _ = Func::new(f);
         self.transform("mapPartitions", (), false, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-            Box::new(conjure::<F>()(it).into_iter())
+            boxed(conjure::<F>()(it).into_iter())
         })
     }
 
@@ -171,7 +174,7 @@ impl<T: Data> Rdd<T> {
     {
         let _ = Func::new(f);
         self.transform("mapPartitionsWithIndex", (), false, |_: &(), ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-            Box::new(conjure::<F>()(ctx.partition_id(), it).into_iter())
+            boxed(conjure::<F>()(ctx.partition_id(), it).into_iter())
         })
     }
 
@@ -189,7 +192,7 @@ impl<T: Data> Rdd<T> {
             state,
             false,
             |s: &S, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<U> {
-                Box::new(conjure::<F>()(s, ctx.partition_id(), it).into_iter())
+                boxed(conjure::<F>()(s, ctx.partition_id(), it).into_iter())
             },
         )
     }
@@ -197,7 +200,7 @@ impl<T: Data> Rdd<T> {
     /// Each partition as one vector.
     pub fn glom(&self) -> Rdd<Vec<T>> {
         self.transform("glom", (), false, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<Vec<T>> {
-            Box::new(std::iter::once(it.collect::<Vec<T>>()))
+            boxed(std::iter::once(it.collect::<Vec<T>>()))
         })
     }
 
@@ -205,7 +208,7 @@ impl<T: Data> Rdd<T> {
     pub fn key_by<K: Data, F: Fn(&T) -> K + ShippableFn>(&self, f: F) -> Rdd<(K, T)> {
         let _ = Func::new(f);
         self.transform("keyBy", (), false, |_: &(), _: &TaskContext, it: BoxIter<T>| -> BoxIter<(K, T)> {
-            Box::new(it.map(|x| (conjure::<F>()(&x), x)))
+            Box::new(MapBatches::new(it, |x| (conjure::<F>()(&x), x)))
         })
     }
 
@@ -242,7 +245,7 @@ impl<T: Data> Rdd<T> {
             false,
             |starts: &Vec<u64>, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(T, u64)> {
                 let start = starts[ctx.partition_id()];
-                Box::new(it.enumerate().map(move |(i, x)| (x, start + i as u64)))
+                boxed(it.enumerate().map(move |(i, x)| (x, start + i as u64)))
             },
         ))
     }
@@ -264,7 +267,7 @@ impl<T: Data> Rdd<T> {
             |n: &usize, ctx: &TaskContext, it: BoxIter<T>| -> BoxIter<(usize, T)> {
                 let n = *n;
                 let mut pos = partition_rng(0x5eed, ctx.partition_id()).random_range(0..n);
-                Box::new(it.map(move |x| {
+                Box::new(MapBatches::new(it, move |x| {
                     pos = (pos + 1) % n;
                     (pos, x)
                 }))
@@ -291,15 +294,15 @@ impl<T: Data> Rdd<T> {
                 let mut rng = partition_rng(seed, ctx.partition_id());
                 if with_replacement {
                     if fraction == 0.0 {
-                        return Box::new(std::iter::empty());
+                        return boxed(std::iter::empty());
                     }
                     let poisson = rand_distr::Poisson::new(fraction).expect("fraction validated");
-                    Box::new(it.flat_map(move |x| {
+                    Box::new(FlatMapBatches::new(it, move |x| {
                         let k = poisson.sample(&mut rng) as usize;
                         std::iter::repeat_n(x, k)
                     }))
                 } else {
-                    Box::new(it.filter(move |_| rng.random::<f64>() < fraction))
+                    Box::new(FilterBatches::new(it, move |_| rng.random::<f64>() < fraction))
                 }
             },
         ))

@@ -12,9 +12,11 @@ use ember_common::Result;
 use ember_core::aggregators::{CombineAgg, GroupAgg, ReduceAgg, ZeroAgg};
 use ember_core::codec::{conjure, Func, ShippableFn};
 use ember_core::partitioner::{determine_bounds, HashPartitioner, Partitioner, RangePartitioner};
-use ember_core::rdd::{AggregatedShuffledRdd, CoGroupedRdd, ShuffledRdd, SortedShuffledRdd};
+use ember_core::rdd::{
+    AggregatedShuffledRdd, CoGroupedRdd, FlatMapBatches, MapBatches, ShuffledRdd, SortedShuffledRdd,
+};
 use ember_core::shuffle_dep::{CombiningShuffleWriteSink, ShuffleDependency, ShuffleWriteSink, SinkNode};
-use ember_core::{BoxIter, Data, Key, TaskContext};
+use ember_core::{boxed, BoxIter, Data, Key, TaskContext};
 use ember_shuffle::Aggregator;
 use rand::Rng;
 use serde::{de::DeserializeOwned, Serialize};
@@ -24,13 +26,13 @@ use std::sync::Arc;
 impl<K: Key, V: Data> Rdd<(K, V)> {
     pub fn keys(&self) -> Rdd<K> {
         self.transform("keys", (), false, |_: &(), _: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<K> {
-            Box::new(it.map(|(k, _)| k))
+            Box::new(MapBatches::new(it, |(k, _)| k))
         })
     }
 
     pub fn values(&self) -> Rdd<V> {
         self.transform("values", (), false, |_: &(), _: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<V> {
-            Box::new(it.map(|(_, v)| v))
+            Box::new(MapBatches::new(it, |(_, v)| v))
         })
     }
 
@@ -38,7 +40,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     pub fn map_values<U: Data, F: Fn(V) -> U + ShippableFn>(&self, f: F) -> Rdd<(K, U)> {
         let _ = Func::new(f);
         self.transform("mapValues", (), true, |_: &(), _: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<(K, U)> {
-            Box::new(it.map(|(k, v)| (k, conjure::<F>()(v))))
+            Box::new(MapBatches::new(it, |(k, v)| (k, conjure::<F>()(v))))
         })
     }
 
@@ -51,7 +53,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     {
         let _ = Func::new(f);
         self.transform("flatMapValues", (), true, |_: &(), _: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<(K, U)> {
-            Box::new(it.flat_map(|(k, v)| conjure::<F>()(v).into_iter().map(move |u| (k.clone(), u))))
+            Box::new(FlatMapBatches::new(it, |(k, v)| conjure::<F>()(v).into_iter().map(move |u| (k.clone(), u))))
         })
     }
 
@@ -109,10 +111,16 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                     let env = ctx.env();
                     let cfg = env.write_config();
                     let mut mem = env.memory_pool().reservation();
-                    match ember_shuffle::combine_by_key(ctx.checked(it), agg.clone(), &mut mem, &cfg.spill_dir, &cfg) {
+                    match ember_shuffle::combine_by_key(
+                        ctx.checked_batches(it),
+                        agg.clone(),
+                        &mut mem,
+                        &cfg.spill_dir,
+                        &cfg,
+                    ) {
                         Ok(out) => {
                             let ctx = ctx.clone();
-                            Box::new(out.map_while(move |r| match r {
+                            boxed(out.map_while(move |r| match r {
                                 Ok(kv) => Some(kv),
                                 Err(e) => {
                                     super::fail_task(&ctx, e);
@@ -122,7 +130,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                         }
                         Err(e) => {
                             super::fail_task(ctx, e);
-                            Box::new(std::iter::empty())
+                            boxed(std::iter::empty())
                         }
                     }
                 },

@@ -15,5 +15,5 @@ pub mod shuffle_dep;
 pub mod sinks;
 pub mod task;
 
-pub use rdd::{BoxIter, Data, Dependency, Key, Rdd, RddBase};
+pub use rdd::{boxed, BoxIter, Data, Dependency, Key, PartitionIter, Rdd, RddBase};
 pub use task::{StageSink, TaskContext, TaskEnv, TaskOutput};

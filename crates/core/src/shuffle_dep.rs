@@ -94,7 +94,7 @@ fn map_task_output(ctx: &TaskContext, shuffle_id: ShuffleId) -> MapTaskOutput {
 
 impl<K: Key, V: Data, P: Partitioner<K>> StageSink for ShuffleWriteSink<K, V, P> {
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
-        let records = ctx.checked(self.rdd.compute(ctx.partition_id(), ctx)?);
+        let records = ctx.checked_batches(self.rdd.compute(ctx.partition_id(), ctx)?);
         let mut out = map_task_output(ctx, self.shuffle_id);
         let p = &self.partitioner;
         let info = ember_shuffle::write_plain(
@@ -120,7 +120,7 @@ where
     P: Partitioner<K>,
 {
     fn run(&self, ctx: &TaskContext) -> Result<TaskOutput> {
-        let records = ctx.checked(self.rdd.compute(ctx.partition_id(), ctx)?);
+        let records = ctx.checked_batches(self.rdd.compute(ctx.partition_id(), ctx)?);
         let mut out = map_task_output(ctx, self.shuffle_id);
         out.cfg.expected_keys = ctx.env().expected_keys(self.shuffle_id.0, false);
         let p = &self.partitioner;

@@ -223,6 +223,31 @@ impl TaskContext {
     pub fn checked<I: Iterator>(&self, iter: I) -> Checked<I> {
         Checked { iter, ctx: self.clone(), finished: false }
     }
+
+    /// [`checked`](Self::checked) for a stage's pipeline, which the shuffle
+    /// then pulls a batch at a time.
+    pub fn checked_batches<T>(&self, iter: crate::BoxIter<T>) -> CheckedBatches<T> {
+        CheckedBatches { iter, ctx: self.clone(), finished: false }
+    }
+}
+
+/// See [`TaskContext::checked_batches`]: the stop flags are read once, when
+/// the input ends.
+pub struct CheckedBatches<T> {
+    iter: crate::BoxIter<T>,
+    ctx: TaskContext,
+    finished: bool,
+}
+
+impl<T> ember_shuffle::RecordInput<T> for CheckedBatches<T> {
+    fn next_batch(&mut self, out: &mut Vec<T>, max: usize) -> std::result::Result<(), ember_shuffle::Error> {
+        let before = out.len();
+        self.iter.next_batch(out, max);
+        if out.len() == before && !std::mem::replace(&mut self.finished, true) && self.ctx.should_stop() {
+            return Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped")));
+        }
+        Ok(())
+    }
 }
 
 /// See [`TaskContext::checked`]. One branch per record on the hot path; the

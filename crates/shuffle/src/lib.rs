@@ -9,12 +9,15 @@
 //!   one data file + one index file per map task.
 //! * [`reader`]: reduce-side [`combine_by_key`], [`merge_combiners_by_key`] and
 //!   the external [`sort_by_key`].
+//! * [`input`]: [`RecordInput`], the batched record source the writers and
+//!   aggregators consume (any iterator of `Result`s is one).
 //! * `record`: the encoding of one record, with fast paths for byte keys.
 //! * [`error`]: the crate's [`Error`] type.
 
 pub mod aggregator;
 pub mod error;
 pub mod format;
+pub mod input;
 pub mod memory;
 mod prefetch;
 pub mod reader;
@@ -29,6 +32,7 @@ pub use format::{
     open_segment, read_index, read_segment, segment_range, write_index, BlockWriter, SegmentReader, DEFAULT_BLOCK_SIZE,
     FORMAT_VERSION,
 };
+pub use input::RecordInput;
 pub use memory::{MemoryPool, MemoryReservation};
 pub use reader::{combine_by_key, merge_combiners_by_key, sort_by_key, CombinedIter, SortedIter};
 pub use record::sort_prefix;

@@ -24,8 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregator::{Aggregator, MergeCombiners};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
+use crate::input::{Pull, RecordInput, RECORD_BATCH};
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::prefetch::{prefetch, prefetch_heap};
 use crate::record::{is_byte_like, sort_prefix};
@@ -115,7 +116,7 @@ where
 /// borrows it too) or an `Arc` for a `'static` iterator. The memory held by
 /// the in-memory remainder is moved from `mem` into the returned iterator.
 /// On error, spill files are deleted and `mem` is released.
-pub fn combine_by_key<K, V, C, A, I, E>(
+pub fn combine_by_key<K, V, C, A, I>(
     records: I,
     agg: A,
     mem: &mut MemoryReservation,
@@ -126,8 +127,7 @@ where
     K: Hash + Eq + Serialize + DeserializeOwned + 'static,
     C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
 {
     let res = combine_inner(records, agg, mem, spill_dir, cfg);
     if res.is_err() {
@@ -136,7 +136,7 @@ where
     res
 }
 
-fn combine_inner<K, V, C, A, I, E>(
+fn combine_inner<K, V, C, A, I>(
     records: I,
     agg: A,
     mem: &mut MemoryReservation,
@@ -147,8 +147,7 @@ where
     K: Hash + Eq + Serialize + DeserializeOwned + 'static,
     C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
 {
     let single = |_: &K| 0usize;
     let mut comb: Combiner<K, C> = Combiner::new(1, cfg.expected_keys);
@@ -188,7 +187,7 @@ where
 /// reduce side of a shuffle combined map-side): combiners of equal keys are
 /// merged with `agg.merge_combiners`. Implemented as `combine_by_key` with
 /// the [`MergeCombiners`] adapter.
-pub fn merge_combiners_by_key<K, V, C, A, I, E>(
+pub fn merge_combiners_by_key<K, V, C, A, I>(
     records: I,
     agg: A,
     mem: &mut MemoryReservation,
@@ -199,8 +198,7 @@ where
     K: Hash + Eq + Serialize + DeserializeOwned + 'static,
     C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C>,
-    I: IntoIterator<Item = std::result::Result<(K, C), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, C)>,
 {
     combine_by_key(records, MergeCombiners::new(agg), mem, spill_dir, cfg)
 }
@@ -426,7 +424,7 @@ impl<K: 'static, V: 'static> Iterator for InOrder<K, V> {
 /// Sorts records by key (ascending or descending), spilling sorted runs to
 /// `spill_dir` when `mem` is refused and k-way merging them. Not stable for
 /// equal keys. Ownership of memory and spill files as for [`combine_by_key`].
-pub fn sort_by_key<K, V, I, E>(
+pub fn sort_by_key<K, V, I>(
     records: I,
     ascending: bool,
     mem: &mut MemoryReservation,
@@ -436,8 +434,7 @@ pub fn sort_by_key<K, V, I, E>(
 where
     K: Ord + Serialize + DeserializeOwned + 'static,
     V: Serialize + DeserializeOwned + 'static,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
 {
     let res = sort_inner(records, ascending, mem, spill_dir, cfg);
     if res.is_err() {
@@ -446,7 +443,7 @@ where
     res
 }
 
-fn sort_inner<K, V, I, E>(
+fn sort_inner<K, V, I>(
     records: I,
     ascending: bool,
     mem: &mut MemoryReservation,
@@ -456,8 +453,7 @@ fn sort_inner<K, V, I, E>(
 where
     K: Ord + Serialize + DeserializeOwned + 'static,
     V: Serialize + DeserializeOwned + 'static,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
 {
     let mut buf: Vec<(K, V)> = Vec::new();
     let mut est = SizeEstimator::default();
@@ -466,8 +462,8 @@ where
     let index_bytes = if is_byte_like::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
         let env = env(cfg, mem, spill_dir);
-        for rec in records {
-            let (k, v) = rec.map_err(Into::into)?;
+        let mut records = Pull::new(records, RECORD_BATCH);
+        while let Some((k, v)) = records.next()? {
             if est.should_sample() {
                 est.record(encoded_size(&(&k, &v)));
             }

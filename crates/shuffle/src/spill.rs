@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::aggregator::{key_hash, Aggregator};
 use crate::error::{io_ctx, Error, Result};
 use crate::format::{BlockWriter, SegmentReader};
+use crate::input::RecordInput;
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::table::{CombineTable, Drain, MAX_BATCH};
 
@@ -226,18 +227,14 @@ fn check_partition(p: usize, n: usize) -> Result<u32> {
 /// prefetching across the batch. Measured on groupByKey's reduce side (3.1 M
 /// records into 62,500 keys), batching alone was 2-3x faster than one record
 /// at a time.
-pub(crate) fn for_each_batch<K, V, I, E, F>(records: I, mut f: F) -> Result<()>
+pub(crate) fn for_each_batch<K, V, I, F>(mut records: I, mut f: F) -> Result<()>
 where
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
     F: FnMut(&mut Vec<(K, V)>) -> Result<()>,
 {
-    let mut it = records.into_iter();
     let mut batch: Vec<(K, V)> = Vec::with_capacity(MAX_BATCH);
     loop {
-        for rec in it.by_ref().take(MAX_BATCH) {
-            batch.push(rec.map_err(Into::into)?);
-        }
+        records.next_batch(&mut batch, MAX_BATCH)?;
         if batch.is_empty() {
             return Ok(());
         }

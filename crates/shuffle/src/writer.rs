@@ -16,10 +16,11 @@
 //!   (partition, [`key_hash`](crate::key_hash)) and merged with a hash-ordered
 //!   k-way merge that combines equal keys (see the `spill` module).
 //!
-//! Record iterators yield `Result<(K, V), E>` with `E: Into<Error>`: an
-//! upstream failure aborts the write and is returned unchanged (pass
-//! infallible data as `iter.map(Ok::<_, std::convert::Infallible>)`; wrap
-//! foreign errors with [`Error::upstream`]).
+//! Records come from a [`RecordInput`], such as an iterator of
+//! `Result<(K, V), E>` with `E: Into<Error>`: an upstream failure aborts the
+//! write and is returned unchanged (pass infallible data as
+//! `iter.map(Ok::<_, std::convert::Infallible>)`; wrap foreign errors with
+//! [`Error::upstream`]).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -31,6 +32,7 @@ use serde::Serialize;
 use crate::aggregator::Aggregator;
 use crate::error::{io_ctx, Error, Result};
 use crate::format::{append_record, encode_index, frame_to_vec, write_frame, MAX_BLOCK_LEN};
+use crate::input::{Pull, RecordInput, RECORD_BATCH};
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::spill::{finish_writer, write_combined_output, Combiner, SpillEnv, SpillFile, TempOutput, IO_BUFFER};
 
@@ -139,7 +141,7 @@ struct PlainSpill {
 /// (no output files are left behind) and is returned converted into [`Error`].
 /// The reservation is released before returning.
 #[allow(clippy::too_many_arguments)]
-pub fn write_plain<K, V, I, E, P>(
+pub fn write_plain<K, V, I, P>(
     records: I,
     num_partitions: usize,
     partition_of: P,
@@ -151,8 +153,7 @@ pub fn write_plain<K, V, I, E, P>(
 where
     K: Serialize + 'static,
     V: Serialize + 'static,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
     P: Fn(&K) -> usize,
 {
     let res = write_plain_inner(records, num_partitions, partition_of, mem, cfg, data_path, index_path);
@@ -160,7 +161,7 @@ where
     res
 }
 
-fn write_plain_inner<K, V, I, E, P>(
+fn write_plain_inner<K, V, I, P>(
     records: I,
     n: usize,
     partition_of: P,
@@ -172,8 +173,7 @@ fn write_plain_inner<K, V, I, E, P>(
 where
     K: Serialize + 'static,
     V: Serialize + 'static,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
     P: Fn(&K) -> usize,
 {
     check_num_partitions(n)?;
@@ -187,8 +187,8 @@ where
     // Bytes held by `parts` (open capacities + framed blocks).
     let mut buffered = 0usize;
 
-    for rec in records {
-        let (k, v) = rec.map_err(Into::into)?;
+    let mut records = Pull::new(records, RECORD_BATCH);
+    while let Some((k, v)) = records.next()? {
         let p = partition_of(&k);
         let Some(part) = parts.get_mut(p) else {
             return Err(Error::InvalidArgument(format!("partitioner returned {p} for a shuffle with {n} partitions")));
@@ -285,7 +285,7 @@ fn drain_part<W: Write>(part: &mut PartBuf, compress: bool, scratch: &mut Vec<u8
 ///
 /// Error handling and reservation release as for [`write_plain`].
 #[allow(clippy::too_many_arguments)]
-pub fn write_combined<K, V, C, A, I, E, P>(
+pub fn write_combined<K, V, C, A, I, P>(
     records: I,
     num_partitions: usize,
     partition_of: P,
@@ -299,8 +299,7 @@ where
     K: std::hash::Hash + Eq + Serialize + DeserializeOwned + 'static,
     C: Serialize + DeserializeOwned + 'static,
     A: Aggregator<K, V, C> + ?Sized,
-    I: IntoIterator<Item = std::result::Result<(K, V), E>>,
-    E: Into<Error>,
+    I: RecordInput<(K, V)>,
     P: Fn(&K) -> usize,
 {
     let res = (|| {

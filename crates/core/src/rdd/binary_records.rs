@@ -3,7 +3,7 @@
 //! split boundary rounded down to a whole record, so no record is cut.
 
 use super::text_file::{list_input_files, DEFAULT_BLOCK_SIZE};
-use super::{any_rdd, BoxIter, Dependency, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Dependency, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::task::TaskContext;
 use ember_common::{Error, RddId, Result, TaskFailure};
@@ -89,7 +89,7 @@ impl Rdd<Vec<u8>> for BinaryRecordsRdd {
         let rl = self.record_len;
         let count = len / rl as u64;
         let ctx2 = ctx.clone();
-        Ok(Box::new(ctx.interruptible(0..count).map_while(move |_| {
+        Ok(boxed(ctx.interruptible(0..count).map_while(move |_| {
             let mut rec = vec![0u8; rl];
             match reader.read_exact(&mut rec) {
                 Ok(()) => Some(rec),

@@ -2,7 +2,7 @@
 //! group of parent partitions (Spark's grouping when there is no locality
 //! information: new partition `i` takes parents `[i*N/n, (i+1)*N/n)`).
 
-use super::{any_rdd, BoxIter, Data, Dependency, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Rdd, RddBase};
 use crate::codec::{encode_node, parent, AnyNode, Encode, EncodedNode};
 use crate::task::TaskContext;
 use ember_common::{RddId, Result};
@@ -59,11 +59,11 @@ impl<T: Data> Rdd<T> for CoalescedRdd<T> {
         let (lo, hi) = self.groups[partition];
         let parent = self.parent.clone();
         let ctx2 = ctx.clone();
-        Ok(Box::new((lo..hi).flat_map(move |p| match parent.compute(p, &ctx2) {
+        Ok(boxed((lo..hi).flat_map(move |p| match parent.compute(p, &ctx2) {
             Ok(it) => it,
             Err(e) => {
                 ctx2.fail(ember_common::TaskFailure::Error { message: e.to_string() });
-                Box::new(std::iter::empty())
+                boxed(std::iter::empty())
             }
         })))
     }

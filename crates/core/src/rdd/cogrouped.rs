@@ -4,7 +4,7 @@
 //! [`super::ShuffledRdd`]s — so both dependencies are narrow here and the
 //! join family (`join`, outer joins, `subtract_by_key`) is built on top.
 
-use super::{any_rdd, BoxIter, Data, Dependency, Key, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Key, Rdd, RddBase};
 use crate::codec::{encode_node, parent, AnyNode, Encode, EncodedNode};
 use crate::partitioner::PartitionerDesc;
 use crate::task::TaskContext;
@@ -73,6 +73,6 @@ impl<K: Key, V: Data, W: Data> Rdd<(K, Groups<V, W>)> for CoGroupedRdd<K, V, W> 
         for (k, w) in self.b.compute(partition, ctx)? {
             groups.entry(k).or_default().1.push(w);
         }
-        Ok(Box::new(groups.into_iter()))
+        Ok(boxed(groups.into_iter()))
     }
 }

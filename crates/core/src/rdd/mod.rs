@@ -13,6 +13,7 @@ mod coalesced;
 mod cogrouped;
 mod map_partitions;
 mod multi_parent;
+pub mod partition_iter;
 mod shuffled;
 mod sources;
 pub mod text_file;
@@ -23,6 +24,7 @@ pub use coalesced::CoalescedRdd;
 pub use cogrouped::CoGroupedRdd;
 pub use map_partitions::MapPartitionsRdd;
 pub use multi_parent::{CartesianRdd, UnionRdd, ZippedRdd};
+pub use partition_iter::{boxed, BoxIter, FilterBatches, FlatMapBatches, MapBatches, PartitionIter};
 pub use shuffled::{AggregatedShuffledRdd, ShuffledRdd, SortedShuffledRdd};
 pub use sources::{EmptyRdd, ParallelCollectionRdd, RangeRdd};
 pub use text_file::TextFileRdd;
@@ -35,10 +37,6 @@ use ember_common::{RddId, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::hash::Hash;
 use std::sync::Arc;
-
-/// The iterator a partition computes to. Not `Send`: a task's pipeline lives
-/// and dies on one executor thread.
-pub type BoxIter<T> = Box<dyn Iterator<Item = T>>;
 
 /// Element types an RDD can hold: shippable and shareable.
 pub trait Data: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}

@@ -1,6 +1,6 @@
 //! Narrow RDDs over several parents: `union`, `zip` and `cartesian`.
 
-use super::{any_rdd, BoxIter, Data, Dependency, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Rdd, RddBase};
 use crate::codec::{encode_node, parent, AnyNode, Encode, EncodedNode};
 use crate::task::TaskContext;
 use ember_common::{Error, RddId, Result, TaskFailure};
@@ -119,7 +119,7 @@ impl<T: Data, U: Data> Rdd<(T, U)> for ZippedRdd<T, U> {
         let mut a = self.a.compute(partition, ctx)?;
         let mut b = self.b.compute(partition, ctx)?;
         let ctx = ctx.clone();
-        Ok(Box::new(std::iter::from_fn(move || match (a.next(), b.next()) {
+        Ok(boxed(std::iter::from_fn(move || match (a.next(), b.next()) {
             (Some(x), Some(y)) => Some((x, y)),
             (None, None) => None,
             _ => {
@@ -181,7 +181,7 @@ impl<T: Data, U: Data> Rdd<(T, U)> for CartesianRdd<T, U> {
         let nb = self.b.num_partitions();
         let right: Arc<Vec<U>> = Arc::new(self.b.compute(partition % nb, ctx)?.collect());
         let left = self.a.compute(partition / nb, ctx)?;
-        Ok(Box::new(left.flat_map(move |x| {
+        Ok(boxed(left.flat_map(move |x| {
             let right = right.clone();
             (0..right.len()).map(move |i| (x.clone(), right[i].clone()))
         })))

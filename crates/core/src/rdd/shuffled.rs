@@ -5,7 +5,7 @@
 //! pressure. All three read through [`read_shuffle`], which turns a failed
 //! or corrupt block into a structured `FetchFailed`.
 
-use super::{any_rdd, BoxIter, Data, Dependency, Key, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Key, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::metrics::TaskMetrics;
 use crate::partitioner::PartitionerDesc;
@@ -59,7 +59,7 @@ where
             }
         })
     });
-    Ok(Box::new(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+    Ok(boxed(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
 }
 
 /// Bytes of remote segments a reduce task keeps requested ahead of the one it
@@ -138,7 +138,7 @@ where
     T: 'static,
 {
     let ctx = ctx.clone();
-    Box::new(iter.map_while(move |r| match r {
+    boxed(iter.map_while(move |r| match r {
         Ok(v) => Some(v),
         Err(e) => {
             ctx.fail(TaskFailure::Error { message: format!("shuffle read: {e}") });
@@ -265,8 +265,9 @@ impl<K: Key + Ord, V: Data> Rdd<(K, V)> for SortedShuffledRdd<K, V> {
         let env = ctx.env();
         let cfg = env.write_config();
         let mut mem = env.memory_pool().reservation();
-        let sorted = ember_shuffle::sort_by_key(ctx.checked(records), self.ascending, &mut mem, &cfg.spill_dir, &cfg)
-            .map_err(|e| Error::Shuffle(e.to_string()))?;
+        let sorted =
+            ember_shuffle::sort_by_key(ctx.checked_batches(records), self.ascending, &mut mem, &cfg.spill_dir, &cfg)
+                .map_err(|e| Error::Shuffle(e.to_string()))?;
         Ok(fail_on_error(ctx, KeepAlive { iter: sorted, _mem: mem }))
     }
 }
@@ -412,14 +413,20 @@ where
         if self.map_side_combine {
             let records = read_shuffle::<K, C>(ctx, self.shuffle_id, partition)?;
             let merger = MergeCombiners::<A, V> { agg: self.agg.clone(), _v: PhantomData };
-            let out = ember_shuffle::combine_by_key(ctx.checked(records), merger, &mut mem, &spill_dir, &cfg)
+            let out = ember_shuffle::combine_by_key(ctx.checked_batches(records), merger, &mut mem, &spill_dir, &cfg)
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
             note_keys(out.keys());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         } else {
             let records = read_shuffle::<K, V>(ctx, self.shuffle_id, partition)?;
-            let out = ember_shuffle::combine_by_key(ctx.checked(records), self.agg.clone(), &mut mem, &spill_dir, &cfg)
-                .map_err(|e| Error::Shuffle(e.to_string()))?;
+            let out = ember_shuffle::combine_by_key(
+                ctx.checked_batches(records),
+                self.agg.clone(),
+                &mut mem,
+                &spill_dir,
+                &cfg,
+            )
+            .map_err(|e| Error::Shuffle(e.to_string()))?;
             note_keys(out.keys());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         }

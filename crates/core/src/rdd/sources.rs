@@ -1,6 +1,6 @@
 //! RDDs with no parents: `empty`, `parallelize` and `range`.
 
-use super::{any_rdd, BoxIter, Data, Dependency, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::task::TaskContext;
 use ember_common::{RddId, Result};
@@ -52,7 +52,7 @@ impl<T: Data> RddBase for EmptyRdd<T> {
 
 impl<T: Data> Rdd<T> for EmptyRdd<T> {
     fn compute(&self, _: usize, _: &TaskContext) -> Result<BoxIter<T>> {
-        Ok(Box::new(std::iter::empty()))
+        Ok(boxed(std::iter::empty()))
     }
 }
 
@@ -128,13 +128,13 @@ impl<T: Clone> Iterator for SharedSliceIter<T> {
 }
 
 pub(crate) fn iter_shared<T: Clone + 'static>(data: Arc<Vec<T>>) -> BoxIter<T> {
-    Box::new(SharedSliceIter { data, pos: 0 })
+    boxed(SharedSliceIter { data, pos: 0 })
 }
 
 impl<T: Data> Rdd<T> for ParallelCollectionRdd<T> {
     fn compute(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<T>> {
         let data = self.slices[partition].clone();
-        Ok(Box::new(ctx.interruptible(iter_shared(data))))
+        Ok(boxed(ctx.interruptible(iter_shared(data))))
     }
 }
 
@@ -204,6 +204,6 @@ impl Rdd<i64> for RangeRdd {
     fn compute(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<i64>> {
         let (lo, hi) = self.slice_bounds(partition);
         let (start, step) = (self.start, self.step);
-        Ok(Box::new(ctx.interruptible((lo..hi).map(move |i| start.wrapping_add((i as i64).wrapping_mul(step))))))
+        Ok(boxed(ctx.interruptible((lo..hi).map(move |i| start.wrapping_add((i as i64).wrapping_mul(step))))))
     }
 }

@@ -11,7 +11,7 @@
 //! Hadoop's `LineReader`, a line ends at `\n`, `\r\n` or a lone `\r`; a last
 //! line without a terminator is kept; an empty file has no lines.
 
-use super::{any_rdd, BoxIter, Dependency, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Dependency, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::task::TaskContext;
 use ember_common::{Error, RddId, Result, TaskFailure};
@@ -130,7 +130,7 @@ impl Rdd<String> for TextFileRdd {
         let path = &self.files[split.file as usize];
         let lines = SplitLines::open(path, split.start, split.end)?;
         let ctx2 = ctx.clone();
-        Ok(Box::new(ctx.interruptible(lines).map_while(move |r| match r {
+        Ok(boxed(ctx.interruptible(lines).map_while(move |r| match r {
             Ok(line) => Some(line),
             Err(e) => {
                 ctx2.fail(TaskFailure::Error { message: e.to_string() });
