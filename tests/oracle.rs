@@ -109,3 +109,56 @@ fn a_tiny_memory_budget_forces_spills_and_keeps_the_answer_exact() {
         sc.stop();
     }
 }
+
+/// A cogroup holds every value of its partition's keys; past the memory
+/// budget it spills its groups (as Spark's `ExternalAppendOnlyMap` does) and
+/// still pairs every value exactly.
+#[test]
+fn a_join_larger_than_memory_spills_its_groups_and_stays_exact() {
+    for master in MASTERS {
+        let sc = tight_context(master, "16k");
+        let log = EventLog::attach(&sc);
+        let left: Vec<(u32, u64)> = (0..30_000u64).map(|i| ((i * 2654435761 % 3000) as u32, i)).collect();
+        let right: Vec<(u32, u64)> = (0..3_000u64).flat_map(|k| [(k as u32, k), (k as u32, k + 1_000_000)]).collect();
+        let joined = sc.parallelize(left.clone(), 3).join(&sc.parallelize(right.clone(), 2), 2);
+        let (rows, sum) = joined
+            .map(|(k, (v, w))| (1u64, (k as u64).wrapping_mul(31).wrapping_add(v).wrapping_mul(17).wrapping_add(w)))
+            .fold((0, 0), |(n, s), (m, t)| (n + m, s.wrapping_add(t)))
+            .unwrap();
+        let mut by_key: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (k, w) in &right {
+            by_key.entry(*k).or_default().push(*w);
+        }
+        let (mut want_rows, mut want_sum) = (0u64, 0u64);
+        for (k, v) in &left {
+            for w in &by_key[k] {
+                want_rows += 1;
+                want_sum = want_sum
+                    .wrapping_add((*k as u64).wrapping_mul(31).wrapping_add(*v).wrapping_mul(17).wrapping_add(*w));
+            }
+        }
+        assert_eq!((rows, sum), (want_rows, want_sum), "{master}");
+        // The cogroup runs in the result stage, the last one submitted.
+        let events = log.events(&sc);
+        let result_stage = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                ListenerEvent::StageSubmitted { stage_id, .. } => Some(*stage_id),
+                _ => None,
+            })
+            .expect("stages ran");
+        let cogroup_spilled: u64 = events
+            .iter()
+            .filter_map(|e| match e {
+                ListenerEvent::TaskEnd { stage_id, metrics, .. } if *stage_id == result_stage => {
+                    Some(metrics.bytes_spilled)
+                }
+                _ => None,
+            })
+            .sum();
+        assert!(cogroup_spilled > 0, "{master}: the cogroup spilled under a 16 KiB budget");
+        assert_eq!(sc.executor_memory_used(), 0, "{master}");
+        sc.stop();
+    }
+}

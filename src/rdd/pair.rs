@@ -119,6 +119,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                         &cfg,
                     ) {
                         Ok(out) => {
+                            ember_core::rdd::note_spilled(ctx, out.bytes_spilled());
                             let ctx = ctx.clone();
                             boxed(out.map_while(move |r| match r {
                                 Ok(kv) => Some(kv),

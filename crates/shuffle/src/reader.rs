@@ -64,6 +64,7 @@ pub struct CombinedIter<K, V, C, A> {
     _spills: Vec<SpillFile>,
     mem: MemoryReservation,
     spill_count: u32,
+    bytes_spilled: u64,
     keys: Option<usize>,
 }
 
@@ -72,6 +73,11 @@ impl<K, V, C, A> CombinedIter<K, V, C, A> {
     /// the merge otherwise).
     pub fn keys(&self) -> Option<usize> {
         self.keys
+    }
+
+    /// Bytes written to spill files.
+    pub fn bytes_spilled(&self) -> u64 {
+        self.bytes_spilled
     }
 
     /// Number of spill files written while aggregating.
@@ -156,6 +162,7 @@ where
         for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &single, &mut env))?;
     }
     let spill_count = comb.spills.len() as u32;
+    let bytes_spilled = comb.bytes_spilled;
     if comb.spills.is_empty() {
         let keys = comb.len();
         return Ok(CombinedIter {
@@ -163,6 +170,7 @@ where
             _spills: Vec::new(),
             mem: mem.take(),
             spill_count,
+            bytes_spilled,
             keys: Some(keys),
         });
     }
@@ -179,6 +187,7 @@ where
         _spills: spills.into_iter().map(|r| r.file).collect(),
         mem: mem.take(),
         spill_count,
+        bytes_spilled,
         keys: None,
     })
 }
@@ -291,9 +300,15 @@ pub struct SortedIter<K, V> {
     _spills: Vec<SpillFile>,
     mem: MemoryReservation,
     spill_count: u32,
+    bytes_spilled: u64,
 }
 
 impl<K, V> SortedIter<K, V> {
+    /// Bytes written to spill files.
+    pub fn bytes_spilled(&self) -> u64 {
+        self.bytes_spilled
+    }
+
     /// Number of sorted runs spilled to disk.
     pub fn spill_count(&self) -> u32 {
         self.spill_count
@@ -458,6 +473,7 @@ where
     let mut buf: Vec<(K, V)> = Vec::new();
     let mut est = SizeEstimator::default();
     let mut runs: Vec<(SpillFile, u64)> = Vec::new();
+    let mut bytes_spilled = 0u64;
     // The prefix sort's `(prefix, index)` per record, held until the buffer is consumed.
     let index_bytes = if is_byte_like::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
@@ -479,6 +495,7 @@ where
                 bw.finish_segment(&mut w)?;
                 finish_writer(w, file.path())?;
                 tracing::debug!(path = %file.path().display(), records = bw.records_written(), bytes = bw.bytes_written(), "spilled sorted run");
+                bytes_spilled += bw.bytes_written();
                 runs.push((file, bw.records_written()));
                 env.mem.free();
             }
@@ -487,7 +504,13 @@ where
     let sorted = sort_buffer(buf, ascending);
     let spill_count = runs.len() as u32;
     if runs.is_empty() {
-        return Ok(SortedIter { inner: SortedInner::Mem(sorted), _spills: Vec::new(), mem: mem.take(), spill_count });
+        return Ok(SortedIter {
+            inner: SortedInner::Mem(sorted),
+            _spills: Vec::new(),
+            mem: mem.take(),
+            spill_count,
+            bytes_spilled,
+        });
     }
     let mut sources: Vec<SortRun<K, V>> = Vec::with_capacity(runs.len() + 1);
     for (file, count) in &runs {
@@ -507,5 +530,6 @@ where
         _spills: runs.into_iter().map(|(f, _)| f).collect(),
         mem: mem.take(),
         spill_count,
+        bytes_spilled,
     })
 }

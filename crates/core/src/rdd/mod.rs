@@ -24,8 +24,8 @@ pub use coalesced::CoalescedRdd;
 pub use cogrouped::CoGroupedRdd;
 pub use map_partitions::MapPartitionsRdd;
 pub use multi_parent::{CartesianRdd, UnionRdd, ZippedRdd};
-pub use partition_iter::{boxed, BoxIter, FilterBatches, FlatMapBatches, MapBatches, PartitionIter};
-pub use shuffled::{AggregatedShuffledRdd, ShuffledRdd, SortedShuffledRdd};
+pub use partition_iter::{boxed, BoxIter, ChainBatches, FilterBatches, FlatMapBatches, MapBatches, PartitionIter};
+pub use shuffled::{note_spilled, AggregatedShuffledRdd, ShuffledRdd, SortedShuffledRdd};
 pub use sources::{EmptyRdd, ParallelCollectionRdd, RangeRdd};
 pub use text_file::TextFileRdd;
 

@@ -8,7 +8,8 @@
 //!
 //! So a [`PartitionIter`] is an `Iterator` that can also hand over up to a
 //! batch of records at once ([`PartitionIter::next_batch`]). The adapters
-//! here — [`MapBatches`], [`FilterBatches`], [`FlatMapBatches`] — pass
+//! here — [`MapBatches`], [`FilterBatches`], [`FlatMapBatches`],
+//! [`ChainBatches`] — pass
 //! batches through: each pulls a batch from its parent with one virtual call
 //! and runs its function over it in a monomorphized loop. The shuffle's
 //! writers pull their input the same way. Any other iterator joins a
@@ -218,6 +219,46 @@ impl<T, I: IntoIterator, F: FnMut(T) -> I> PartitionIter for FlatMapBatches<T, I
     }
 }
 
+/// One partition's records followed by another's, a batch at a time.
+pub struct ChainBatches<T> {
+    first: Option<BoxIter<T>>,
+    second: BoxIter<T>,
+}
+
+impl<T> ChainBatches<T> {
+    pub fn new(first: BoxIter<T>, second: BoxIter<T>) -> Self {
+        ChainBatches { first: Some(first), second }
+    }
+}
+
+impl<T> Iterator for ChainBatches<T> {
+    type Item = T;
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if let Some(first) = &mut self.first {
+            match first.next() {
+                Some(x) => return Some(x),
+                None => self.first = None,
+            }
+        }
+        self.second.next()
+    }
+}
+
+impl<T> PartitionIter for ChainBatches<T> {
+    fn next_batch(&mut self, out: &mut Vec<T>, max: usize) {
+        if let Some(first) = &mut self.first {
+            let before = out.len();
+            first.next_batch(out, max);
+            if out.len() > before {
+                return;
+            }
+            self.first = None;
+        }
+        self.second.next_batch(out, max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +295,10 @@ mod tests {
     }
 
     fn pipeline(input: Vec<u32>) -> BoxIter<u32> {
-        let it = Box::new(MapBatches::new(boxed(input.into_iter()), |x: u32| x.wrapping_mul(3)));
+        let half = input.len() / 2;
+        let (a, b) = (input[..half].to_vec(), input[half..].to_vec());
+        let it = Box::new(ChainBatches::new(boxed(a.into_iter()), boxed(b.into_iter())));
+        let it = Box::new(MapBatches::new(it, |x: u32| x.wrapping_mul(3)));
         let it = Box::new(FilterBatches::new(it, |x: &u32| x % 4 != 1));
         Box::new(FlatMapBatches::new(it, |x: u32| (0..x % 5).map(move |i| x + i)))
     }

@@ -133,7 +133,15 @@ impl<I> Drop for CountRecordsRead<I> {
 }
 
 /// Reports an error from a reduce-side helper inside an iterator pipeline.
-fn fail_on_error<T>(ctx: &TaskContext, iter: impl Iterator<Item = ember_shuffle::Result<T>> + 'static) -> BoxIter<T>
+/// Adds a reduce-side aggregation's or sort's spills to the task's metrics.
+pub fn note_spilled(ctx: &TaskContext, bytes: u64) {
+    TaskMetrics::add(&ctx.metrics().bytes_spilled, bytes);
+}
+
+pub(super) fn fail_on_error<T>(
+    ctx: &TaskContext,
+    iter: impl Iterator<Item = ember_shuffle::Result<T>> + 'static,
+) -> BoxIter<T>
 where
     T: 'static,
 {
@@ -268,14 +276,15 @@ impl<K: Key + Ord, V: Data> Rdd<(K, V)> for SortedShuffledRdd<K, V> {
         let sorted =
             ember_shuffle::sort_by_key(ctx.checked_batches(records), self.ascending, &mut mem, &cfg.spill_dir, &cfg)
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
+        note_spilled(ctx, sorted.bytes_spilled());
         Ok(fail_on_error(ctx, KeepAlive { iter: sorted, _mem: mem }))
     }
 }
 
 /// Keeps a memory reservation alive as long as the iterator that uses it.
-struct KeepAlive<I> {
-    iter: I,
-    _mem: ember_shuffle::MemoryReservation,
+pub(super) struct KeepAlive<I> {
+    pub(super) iter: I,
+    pub(super) _mem: ember_shuffle::MemoryReservation,
 }
 
 impl<I: Iterator> Iterator for KeepAlive<I> {
@@ -416,6 +425,7 @@ where
             let out = ember_shuffle::combine_by_key(ctx.checked_batches(records), merger, &mut mem, &spill_dir, &cfg)
                 .map_err(|e| Error::Shuffle(e.to_string()))?;
             note_keys(out.keys());
+            note_spilled(ctx, out.bytes_spilled());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         } else {
             let records = read_shuffle::<K, V>(ctx, self.shuffle_id, partition)?;
@@ -428,6 +438,7 @@ where
             )
             .map_err(|e| Error::Shuffle(e.to_string()))?;
             note_keys(out.keys());
+            note_spilled(ctx, out.bytes_spilled());
             Ok(fail_on_error(ctx, KeepAlive { iter: out, _mem: mem }))
         }
     }
