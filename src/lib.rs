@@ -58,7 +58,7 @@ pub use broadcast::Broadcast;
 pub use context::{Context, ContextBuilder};
 pub use ember_common::{Conf, Error, ExecutorId, JobId, Result, KNOWN_KEYS};
 pub use ember_core::partitioner::{HashPartitioner, PartitionerDesc, RangePartitioner};
-pub use ember_core::{BoxIter, Data, Key, TaskContext};
+pub use ember_core::{boxed, BoxIter, Data, Key, PartitionIter, TaskContext};
 pub use ember_scheduler::{Listener, ListenerEvent};
 pub use master::MasterUrl;
 pub use rdd::Rdd;

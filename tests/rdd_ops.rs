@@ -379,3 +379,16 @@ fn binary_records_are_never_cut() {
         assert!(sc.binary_records(&bad, 10, 1).is_err());
     });
 }
+
+/// A partition's iterator handed to user code is an ordinary iterator, and
+/// user code can box its own as one (`ember::boxed`).
+#[test]
+fn user_code_can_build_and_return_partition_iterators() {
+    fn evens(it: ember::BoxIter<u32>) -> ember::BoxIter<u32> {
+        ember::boxed(it.filter(|x| x % 2 == 0))
+    }
+    each_master(|sc| {
+        let out = sc.parallelize((0..20u32).collect::<Vec<_>>(), 3).map_partitions(evens).collect().unwrap();
+        assert_eq!(out, (0..20u32).filter(|x| x % 2 == 0).collect::<Vec<_>>());
+    });
+}
