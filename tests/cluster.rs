@@ -305,6 +305,7 @@ fn killing_an_executor_mid_stage_does_not_change_the_answer() {
 #[test]
 fn a_task_that_kills_its_executor_is_a_task_failure_and_the_cluster_recovers() {
     let sc = quiet(Context::builder().master(CLUSTER).set("ember.task.maxFailures", "2")).build().unwrap();
+    let log = EventLog::attach(&sc);
     let err = sc
         .parallelize((0..4u32).collect::<Vec<_>>(), 4)
         .map(|x| {
@@ -317,6 +318,14 @@ fn a_task_that_kills_its_executor_is_a_task_failure_and_the_cluster_recovers() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("failed 2 times") && err.contains("lost"), "{err}");
+    // The task dies before its `Running` leaves, yet each loss is one of its
+    // two attempts (it used to be retried on replacement after replacement).
+    let attempts = log
+        .events(&sc)
+        .iter()
+        .filter(|e| matches!(e, ListenerEvent::TaskEnd { partition: 2, failure: Some(_), .. }))
+        .count();
+    assert_eq!(attempts, 2);
     wait_until("replacements register", Duration::from_secs(30), || sc.registered_executors() == 2);
     assert_eq!(
         sc.parallelize((0..100u32).collect::<Vec<_>>(), 4)

@@ -531,25 +531,33 @@ impl TaskScheduler {
     }
 
     /// An executor is gone: its running tasks fail (and are retried elsewhere).
+    ///
+    /// A task counts as having run there, and so uses up one of its
+    /// attempts, if it reported `Running` or was among the executor's
+    /// `cores` oldest unfinished tasks: executors start tasks in launch
+    /// order, so those held its cores. (`Running` is sent up to a
+    /// millisecond late, so a task that brings its executor down at once
+    /// may never report it.) The younger ones still sat in its queue and
+    /// are resubmitted for free.
     pub fn remove_executor(&mut self, executor: &ExecutorId, reason: &str, now: u64) -> Vec<TsOutput> {
-        self.executors.remove(executor);
+        let cores = self.executors.remove(executor).map_or(0, |s| s.cores);
         for tsm in self.sets.values_mut() {
             tsm.forget_executor(executor, &self.executors);
         }
-        let lost: Vec<(TaskId, bool)> =
+        let mut lost: Vec<(TaskId, bool)> =
             self.running.iter().filter(|(_, r)| &r.executor == executor).map(|(t, r)| (*t, r.started)).collect();
+        lost.sort_unstable_by_key(|(t, _)| *t);
         let mut out = Vec::new();
-        for (t, started) in lost {
-            // A task still queued on the executor never ran: it is resubmitted
-            // without using up one of its attempts.
-            let message = if started {
+        for (i, (t, reported)) in lost.into_iter().enumerate() {
+            let ran = reported || i < cores;
+            let message = if ran {
                 format!("{executor} lost: {reason}")
             } else {
                 format!("{executor} lost before the task started: {reason}")
             };
             let failed =
                 TaskState::Failed { failure: TaskFailure::Error { message }, metrics: TaskMetricsSnapshot::default() };
-            out.extend(self.end_task(t, failed, now, started));
+            out.extend(self.end_task(t, failed, now, ran));
         }
         out
     }
