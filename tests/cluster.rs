@@ -407,3 +407,40 @@ fn tasks_reading_a_cached_partition_run_where_it_is_cached() {
     }
     sc.stop();
 }
+
+/// A context stopped while a replacement executor is still starting must not
+/// wait out the 10-second grace period for it: an unregistered executor
+/// cannot be asked to stop and holds no work, so it is killed at once. (The
+/// silent-executor test used to hit this one run in five.)
+#[test]
+fn stopping_while_a_replacement_executor_starts_does_not_wait_for_it() {
+    let sc = quiet(Context::builder().master(CLUSTER)).build().unwrap();
+    let before = sc.executor_pids();
+    assert!(Command::new("kill").args(["-KILL", &before[0].to_string()]).status().unwrap().success());
+    // Freeze the replacement as soon as it is spawned, so that it cannot register.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let replacement = loop {
+        if let Some(p) = sc.executor_pids().into_iter().find(|p| !before.contains(p)) {
+            break p.to_string();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for a replacement");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(Command::new("kill").args(["-STOP", &replacement]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(100));
+    if sc.registered_executors() == 2 {
+        // It registered in the instant before it froze: this run cannot
+        // show the case. Let it go and stop normally.
+        let _ = Command::new("kill").args(["-CONT", &replacement]).status();
+        sc.stop();
+        return;
+    }
+    let t0 = Instant::now();
+    sc.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5), "stop took {:?}", t0.elapsed());
+    assert!(
+        !Path::new(&format!("/proc/{replacement}")).exists()
+            || std::fs::read_to_string(format!("/proc/{replacement}/stat")).is_ok_and(|s| s.contains(") Z")),
+        "the starting executor was killed"
+    );
+}

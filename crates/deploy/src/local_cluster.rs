@@ -147,12 +147,20 @@ impl LocalCluster {
     }
 
     /// Asks every executor to stop, waits briefly, then kills what is left.
+    /// An executor that is not registered (still starting, or lost) cannot
+    /// be asked and holds no work: it is killed at once, not waited for.
     pub fn stop(&self) {
         self.launcher.stopping.store(true, Ordering::Release);
+        let registered: std::collections::HashSet<ExecutorId> = self.endpoint.registered().into_iter().collect();
         self.endpoint.broadcast(|| ToExecutor::StopExecutor);
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut children = self.launcher.children.lock();
-        for (_, child) in children.iter_mut() {
+        for (id, child) in children.iter_mut() {
+            if !registered.contains(id) {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
