@@ -227,7 +227,7 @@ impl TaskContext {
     /// [`checked`](Self::checked) for a stage's pipeline, which the shuffle
     /// then pulls a batch at a time.
     pub fn checked_batches<T>(&self, iter: crate::BoxIter<T>) -> CheckedBatches<T> {
-        CheckedBatches { iter, ctx: self.clone(), finished: false }
+        CheckedBatches { iter, ctx: self.clone(), finished: false, rest: Vec::new().into_iter() }
     }
 }
 
@@ -237,7 +237,14 @@ pub struct CheckedBatches<T> {
     iter: crate::BoxIter<T>,
     ctx: TaskContext,
     finished: bool,
+    /// The rest of the batch [`next_record`](ember_shuffle::RecordInput::next_record)
+    /// pulled. A fresh vector per batch costs one allocation per
+    /// [`RECORD_BATCH`] records, less than moving records within a reused one.
+    rest: std::vec::IntoIter<T>,
 }
+
+/// Records [`CheckedBatches::next_record`] pulls at a time.
+const RECORD_BATCH: usize = 64;
 
 impl<T> ember_shuffle::RecordInput<T> for CheckedBatches<T> {
     fn next_batch(&mut self, out: &mut Vec<T>, max: usize) -> std::result::Result<(), ember_shuffle::Error> {
@@ -247,6 +254,17 @@ impl<T> ember_shuffle::RecordInput<T> for CheckedBatches<T> {
             return Err(ember_shuffle::Error::upstream(std::io::Error::other("task stopped")));
         }
         Ok(())
+    }
+
+    #[inline]
+    fn next_record(&mut self) -> std::result::Result<Option<T>, ember_shuffle::Error> {
+        if let Some(x) = self.rest.next() {
+            return Ok(Some(x));
+        }
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        self.next_batch(&mut batch, RECORD_BATCH)?;
+        self.rest = batch.into_iter();
+        Ok(self.rest.next())
     }
 }
 

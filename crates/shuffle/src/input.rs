@@ -1,17 +1,23 @@
 //! Where the shuffle's writers and aggregators take their records from.
 //!
-//! They consume a batch at a time ([`RecordInput::next_batch`]), so a
-//! producer that can hand over a batch with one call — a stage's pipeline of
-//! type-erased nodes — pays its virtual calls per batch, not per record. Any
-//! iterator of `Result`s is an input too, read one record at a time.
+//! Aggregation consumes a batch at a time ([`RecordInput::next_batch`]), so
+//! a producer that can hand over a batch with one call — a stage's pipeline
+//! of type-erased nodes — pays its virtual calls per batch, not per record.
+//! The plain writer and the sorter take one record at a time
+//! ([`RecordInput::next_record`]), which such a producer serves from a
+//! buffered batch and a plain iterator of `Result`s serves directly.
 
 use crate::error::{Error, Result};
 
-/// A fallible source of records, read in batches.
+/// A fallible source of records, read in batches or one at a time.
 pub trait RecordInput<T> {
     /// Appends up to `max` (at least 1) next records to `out`; appends none
     /// only when the input has ended. An `Err` aborts the consumer.
     fn next_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<()>;
+
+    /// The next record, `None` at the end. An input that can only hand
+    /// over batches cheaply buffers one.
+    fn next_record(&mut self) -> Result<Option<T>>;
 }
 
 impl<T, E: Into<Error>, I: Iterator<Item = std::result::Result<T, E>>> RecordInput<T> for I {
@@ -21,33 +27,10 @@ impl<T, E: Into<Error>, I: Iterator<Item = std::result::Result<T, E>>> RecordInp
         }
         Ok(())
     }
-}
 
-/// Records pulled at a time by consumers that handle one record at a time.
-pub(crate) const RECORD_BATCH: usize = 64;
-
-/// Reads an input one record at a time, pulling it in batches.
-pub(crate) struct Pull<T, I> {
-    input: I,
-    /// The rest of the current batch, last record first.
-    rest: Vec<T>,
-    batch: usize,
-}
-
-impl<T, I: RecordInput<T>> Pull<T, I> {
-    pub(crate) fn new(input: I, batch: usize) -> Self {
-        Pull { input, rest: Vec::with_capacity(batch), batch }
-    }
-
-    /// The next record, `None` at the end.
     #[inline]
-    pub(crate) fn next(&mut self) -> Result<Option<T>> {
-        if let Some(x) = self.rest.pop() {
-            return Ok(Some(x));
-        }
-        self.input.next_batch(&mut self.rest, self.batch)?;
-        self.rest.reverse();
-        Ok(self.rest.pop())
+    fn next_record(&mut self) -> Result<Option<T>> {
+        self.next().transpose().map_err(Into::into)
     }
 }
 
@@ -58,17 +41,20 @@ mod tests {
     #[test]
     fn iterators_are_inputs_and_errors_stop_them() {
         let mut seen = Vec::new();
-        let input = (0..10).map(|i| if i < 7 { Ok(i) } else { Err(Error::InvalidArgument(format!("bad {i}"))) });
-        let mut pull = Pull::new(input, 3);
+        let mut input = (0..10).map(|i| if i < 7 { Ok(i) } else { Err(Error::InvalidArgument(format!("bad {i}"))) });
         let err = loop {
-            match pull.next() {
+            match input.next_record() {
                 Ok(Some(x)) => seen.push(x),
                 Ok(None) => panic!("the error was lost"),
                 Err(e) => break e,
             }
         };
-        // The failing batch's records before the error are not delivered.
-        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5, 6]);
         assert!(err.to_string().contains("bad 7"), "{err}");
+        let mut batch = Vec::new();
+        let mut input = (0..10).map(|i| if i != 4 { Ok(i) } else { Err(Error::InvalidArgument("bad 4".into())) });
+        input.next_batch(&mut batch, 3).unwrap();
+        assert_eq!(batch, vec![0, 1, 2]);
+        assert!(input.next_batch(&mut batch, 3).is_err());
     }
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::aggregator::{Aggregator, MergeCombiners};
 use crate::error::Result;
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
-use crate::input::{Pull, RecordInput, RECORD_BATCH};
+use crate::input::RecordInput;
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::prefetch::{prefetch, prefetch_heap};
 use crate::record::{is_byte_like, sort_prefix};
@@ -478,8 +478,8 @@ where
     let index_bytes = if is_byte_like::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
         let env = env(cfg, mem, spill_dir);
-        let mut records = Pull::new(records, RECORD_BATCH);
-        while let Some((k, v)) = records.next()? {
+        let mut records = records;
+        while let Some((k, v)) = records.next_record()? {
             if est.should_sample() {
                 est.record(encoded_size(&(&k, &v)));
             }

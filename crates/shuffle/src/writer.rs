@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::aggregator::Aggregator;
 use crate::error::{io_ctx, Error, Result};
 use crate::format::{append_record, encode_index, frame_to_vec, write_frame, MAX_BLOCK_LEN};
-use crate::input::{Pull, RecordInput, RECORD_BATCH};
+use crate::input::RecordInput;
 use crate::memory::{ensure_reserved, MemoryReservation};
 use crate::spill::{finish_writer, write_combined_output, Combiner, SpillEnv, SpillFile, TempOutput, IO_BUFFER};
 
@@ -187,8 +187,8 @@ where
     // Bytes held by `parts` (open capacities + framed blocks).
     let mut buffered = 0usize;
 
-    let mut records = Pull::new(records, RECORD_BATCH);
-    while let Some((k, v)) = records.next()? {
+    let mut records = records;
+    while let Some((k, v)) = records.next_record()? {
         let p = partition_of(&k);
         let Some(part) = parts.get_mut(p) else {
             return Err(Error::InvalidArgument(format!("partitioner returned {p} for a shuffle with {n} partitions")));
