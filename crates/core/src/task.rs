@@ -225,7 +225,8 @@ impl TaskContext {
     }
 
     /// [`checked`](Self::checked) for a stage's pipeline, which the shuffle
-    /// then pulls a batch at a time.
+    /// then pulls a batch at a time (or a record at a time, from a batch
+    /// pulled and buffered here).
     pub fn checked_batches<T>(&self, iter: crate::BoxIter<T>) -> CheckedBatches<T> {
         CheckedBatches { iter, ctx: self.clone(), finished: false, rest: Vec::new().into_iter() }
     }

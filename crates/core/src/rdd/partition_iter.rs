@@ -4,16 +4,16 @@
 //! virtual call. Made once per record, that call costs more than the work of
 //! a light transformation: the caller reloads the record the callee has just
 //! stored, and the store cannot be forwarded. Measured on wordcount, removing
-//! one of its three per-record boundaries saved 9% of the whole job.
+//! one of its three per-record boundaries saved about 9% of the whole job.
 //!
 //! So a [`PartitionIter`] is an `Iterator` that can also hand over up to a
 //! batch of records at once ([`PartitionIter::next_batch`]). The adapters
-//! here — [`MapBatches`], [`FilterBatches`], [`FlatMapBatches`],
-//! [`ChainBatches`] — pass
-//! batches through: each pulls a batch from its parent with one virtual call
-//! and runs its function over it in a monomorphized loop. The shuffle's
-//! writers pull their input the same way. Any other iterator joins a
-//! pipeline through [`boxed`], which hands its records over one at a time.
+//! here — [`MapBatches`], [`FilterBatches`], [`FlatMapBatches`] and
+//! [`ChainBatches`] — pass batches through: each pulls a batch from its
+//! parent with one virtual call and runs its function over it in a
+//! monomorphized loop. The shuffle's writers pull their input the same way.
+//! Any other iterator joins a pipeline through [`boxed`], which fills a
+//! batch by calling the iterator's own `next` in a monomorphized loop.
 
 /// A partition's records: an iterator that can also yield a batch at a time.
 pub trait PartitionIter: Iterator {
