@@ -80,6 +80,17 @@ proptest! {
     }
 }
 
+/// Bytes spilled by the tasks of the stages `stage` picks, from their `TaskEnd` events.
+fn bytes_spilled(events: &[ListenerEvent], stage: impl Fn(ember::StageId) -> bool) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ListenerEvent::TaskEnd { stage_id, metrics, .. } if stage(*stage_id) => Some(metrics.bytes_spilled),
+            _ => None,
+        })
+        .sum()
+}
+
 #[test]
 fn a_tiny_memory_budget_forces_spills_and_keeps_the_answer_exact() {
     for master in MASTERS {
@@ -96,14 +107,7 @@ fn a_tiny_memory_budget_forces_spills_and_keeps_the_answer_exact() {
         let sorted_out: Vec<u32> =
             sc.parallelize(data.clone(), 4).sort_by_key(true, 3).unwrap().keys().collect().unwrap();
         assert!(sorted_out.windows(2).all(|w| w[0] <= w[1]) && sorted_out.len() == data.len());
-        let spilled: u64 = log
-            .events(&sc)
-            .iter()
-            .filter_map(|e| match e {
-                ListenerEvent::TaskEnd { metrics, .. } => Some(metrics.bytes_spilled),
-                _ => None,
-            })
-            .sum();
+        let spilled = bytes_spilled(&log.events(&sc), |_| true);
         assert!(spilled > 0, "map tasks spilled under a 16 KiB budget");
         assert_eq!(sc.executor_memory_used(), 0);
         sc.stop();
@@ -148,15 +152,7 @@ fn a_join_larger_than_memory_spills_its_groups_and_stays_exact() {
                 _ => None,
             })
             .expect("stages ran");
-        let cogroup_spilled: u64 = events
-            .iter()
-            .filter_map(|e| match e {
-                ListenerEvent::TaskEnd { stage_id, metrics, .. } if *stage_id == result_stage => {
-                    Some(metrics.bytes_spilled)
-                }
-                _ => None,
-            })
-            .sum();
+        let cogroup_spilled = bytes_spilled(&events, |stage| stage == result_stage);
         assert!(cogroup_spilled > 0, "{master}: the cogroup spilled under a 16 KiB budget");
         assert_eq!(sc.executor_memory_used(), 0, "{master}");
         sc.stop();

@@ -132,12 +132,12 @@ impl<I> Drop for CountRecordsRead<I> {
     }
 }
 
-/// Reports an error from a reduce-side helper inside an iterator pipeline.
 /// Adds a reduce-side aggregation's or sort's spills to the task's metrics.
 pub fn note_spilled(ctx: &TaskContext, bytes: u64) {
     TaskMetrics::add(&ctx.metrics().bytes_spilled, bytes);
 }
 
+/// Reports an error from a reduce-side helper inside an iterator pipeline.
 pub(super) fn fail_on_error<T>(
     ctx: &TaskContext,
     iter: impl Iterator<Item = ember_shuffle::Result<T>> + 'static,
