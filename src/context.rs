@@ -161,6 +161,7 @@ impl Context {
                     },
                     Arc::new(LoopForwarder(tx.clone())),
                     None,
+                    None,
                 )?);
                 let _ = tx.send(LoopMsg::ExecutorAdded { executor: ExecutorId::from("driver"), cores: *threads });
                 (Deployment::Local(executor.clone()), Box::new(LocalBackend { executor }))

@@ -58,6 +58,7 @@ fn child_process_entry() {
         },
         Arc::new(Capture(Mutex::new(tx))),
         None,
+        None,
     )
     .unwrap();
     let payload = Arc::new(StagePayload { hash, bytes });

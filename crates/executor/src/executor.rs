@@ -11,7 +11,7 @@
 //!    failure, wins over the error it caused downstream), plus metrics.
 
 use crate::env::{ExecutorConfig, ExecutorEnv, RemoteFetcher};
-use crate::pool::TaskPool;
+use crate::pool::{Inbox, TaskPool};
 use ember_common::{Result, TaskFailure, TaskId};
 use ember_core::codec::decode_stage;
 use ember_core::metrics::TaskMetricsSnapshot;
@@ -72,15 +72,18 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// `inbox`: what idle task threads read besides the task queue (an
+    /// executor process's connection to the driver).
     pub fn new(
         config: ExecutorConfig,
         backend: Arc<dyn ExecutorBackend>,
         remote: Option<Arc<dyn RemoteFetcher>>,
+        inbox: Option<Arc<dyn Inbox>>,
     ) -> Result<Self> {
         let (cores, spin_wait) = (config.cores, config.spin_wait);
         let name = format!("executor-{}", config.id.0);
         let env = Arc::new(ExecutorEnv::new(config, remote)?);
-        let pool = TaskPool::new(&name, cores, spin_wait)
+        let pool = TaskPool::new(&name, cores, spin_wait, inbox)
             .map_err(|e| ember_common::Error::io("cannot start task threads", e))?;
         Ok(Executor {
             inner: Arc::new(Inner {
@@ -125,6 +128,12 @@ impl Executor {
         }
     }
 
+    /// True when every task thread has been running one task for at least
+    /// `d` (so none is free to read the inbox).
+    pub fn all_busy_for(&self, d: std::time::Duration) -> bool {
+        self.pool.lock().as_ref().is_some_and(|p| p.all_busy_for(d))
+    }
+
     /// Asks a task to stop at its next record boundary.
     pub fn kill_task(&self, task_id: TaskId, reason: &str) {
         let mut r = self.inner.running.lock();
@@ -152,7 +161,10 @@ impl Executor {
                 ctx.kill("executor stopping");
             }
         }
-        if let Some(mut pool) = self.pool.lock().take() {
+        // Not under the lock: a task thread handling the driver's last
+        // messages may still queue a task while the pool drains.
+        let pool = self.pool.lock().take();
+        if let Some(mut pool) = pool {
             pool.shutdown();
         }
         let _ = std::fs::remove_dir_all(self.inner.env.dir());

@@ -14,3 +14,4 @@ pub mod process;
 
 pub use env::{ExecutorConfig, ExecutorEnv};
 pub use executor::{Executor, ExecutorBackend};
+pub use pool::Inbox;

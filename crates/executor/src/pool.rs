@@ -1,47 +1,105 @@
 //! A fixed-size pool of task threads. Threads get large stacks because a
 //! task's iterator pipeline nests one frame per narrow transformation, and
 //! lineage can be thousands of transformations deep.
+//!
+//! In an executor process the idle threads also read the driver's
+//! connection (an [`Inbox`]): the thread that reads a `LaunchTask` queues
+//! it and, being idle, takes it itself, so no hand-off to another thread
+//! sits between the socket and the task, and no I/O thread polls beside
+//! the task threads. One idle thread at a time reads; the others sleep on
+//! the queue and are woken when the reader queues more than it can run.
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Stack reserved for each task thread (virtual memory; touched pages only).
 pub const TASK_STACK_SIZE: usize = 256 << 20;
 
+/// How long a parked thread sleeps before it looks again, at most (so a
+/// pool being shut down never waits long for a thread asleep on a socket).
+const PARK_SLICE: Duration = Duration::from_millis(50);
+
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Work that arrives other than through [`TaskPool::execute`]: the driver's
+/// messages, read by idle task threads. Handling a message may queue tasks.
+pub trait Inbox: Send + Sync {
+    /// Handles the messages that have arrived, without blocking. False if
+    /// another thread is reading or there was nothing.
+    fn poll(&self) -> bool;
+    /// Sleeps until messages arrive or `timeout` passes, and handles them.
+    /// False at once if another thread is reading.
+    fn wait(&self, timeout: Duration) -> bool;
+}
 
 pub struct TaskPool {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    busy: Arc<BusyClock>,
+}
+
+/// When each thread started its current job (milliseconds since `epoch`,
+/// plus one; 0 while idle).
+struct BusyClock {
+    epoch: Instant,
+    since: Vec<AtomicU64>,
+}
+
+impl BusyClock {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
 }
 
 impl TaskPool {
     /// `spin_wait`: how long an idle thread polls for its next task before
-    /// it sleeps (see `ember_common::spin`).
-    pub fn new(name: &str, threads: usize, spin_wait: std::time::Duration) -> std::io::Result<Self> {
+    /// it sleeps (see `ember_common::spin`). `inbox`: what idle threads read.
+    pub fn new(
+        name: &str,
+        threads: usize,
+        spin_wait: Duration,
+        inbox: Option<Arc<dyn Inbox>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = unbounded::<Job>();
+        let threads = threads.max(1);
+        let busy =
+            Arc::new(BusyClock { epoch: Instant::now(), since: (0..threads).map(|_| AtomicU64::new(0)).collect() });
         let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
+        for i in 0..threads {
+            let (rx, inbox, busy) = (rx.clone(), inbox.clone(), busy.clone());
             handles.push(
                 std::thread::Builder::new().name(format!("{name}-task-{i}")).stack_size(TASK_STACK_SIZE).spawn(
-                    move || loop {
-                        let next = ember_common::spin::spin_for(spin_wait, || rx.try_recv().ok());
-                        match next.map_or_else(|| rx.recv(), Ok) {
-                            Ok(job) => job(),
-                            Err(_) => break,
+                    move || {
+                        while let Some(job) = next_job(&rx, inbox.as_deref(), spin_wait) {
+                            busy.since[i].store(busy.now(), Ordering::Relaxed);
+                            job();
+                            busy.since[i].store(0, Ordering::Relaxed);
                         }
                     },
                 )?,
             );
         }
-        Ok(TaskPool { tx: Some(tx), threads: handles })
+        Ok(TaskPool { tx: Some(tx), threads: handles, busy })
     }
 
     pub fn execute(&self, job: impl FnOnce() + Send + 'static) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Box::new(job));
         }
+    }
+
+    /// True when every thread has been running the same job for at least
+    /// `d`: then no thread is free to read the inbox.
+    pub fn all_busy_for(&self, d: Duration) -> bool {
+        let now = self.busy.now();
+        let d = d.as_millis() as u64;
+        self.busy.since.iter().all(|s| {
+            let since = s.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since) >= d
+        })
     }
 
     /// Lets queued jobs finish, then joins every thread.
@@ -53,8 +111,158 @@ impl TaskPool {
     }
 }
 
+/// The next job for an idle thread: queued work, or work the inbox
+/// brings. Polls for `spin_wait`, then sleeps — on the inbox if no other
+/// thread does, else on the queue. None once the pool shuts down.
+fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, spin_wait: Duration) -> Option<Job> {
+    let mut closed = false;
+    let mut take = || match rx.try_recv() {
+        Ok(job) => Some(Some(job)),
+        Err(TryRecvError::Disconnected) => {
+            closed = true;
+            Some(None)
+        }
+        Err(TryRecvError::Empty) => None,
+    };
+    let spun = ember_common::spin::spin_for(spin_wait, || {
+        take().or_else(|| inbox.is_some_and(|i| i.poll()).then(&mut take).flatten())
+    });
+    if let Some(next) = spun {
+        return next;
+    }
+    if closed {
+        return None;
+    }
+    let Some(inbox) = inbox else { return rx.recv().ok() };
+    loop {
+        if inbox.wait(PARK_SLICE) {
+            match rx.try_recv() {
+                Ok(job) => return Some(job),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => continue,
+            }
+        }
+        match rx.recv_timeout(PARK_SLICE) {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
 impl Drop for TaskPool {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An inbox fed by a channel: each message is a number of jobs to queue.
+    struct TestInbox {
+        messages: Mutex<Receiver<usize>>,
+        pool: Mutex<Option<Sender<Job>>>,
+        ran: Arc<AtomicUsize>,
+        readers: AtomicUsize,
+        most_readers: AtomicUsize,
+    }
+
+    impl TestInbox {
+        fn handle(&self, n: usize) {
+            for _ in 0..n {
+                let ran = self.ran.clone();
+                let _ = self.pool.lock().as_ref().unwrap().send(Box::new(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }));
+            }
+        }
+
+        fn read(&self, wait: Option<Duration>) -> bool {
+            let Some(rx) = self.messages.try_lock() else { return false };
+            let now = self.readers.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_readers.fetch_max(now, Ordering::SeqCst);
+            let first = match wait {
+                None => rx.try_recv().ok(),
+                Some(t) => rx.recv_timeout(t).ok(),
+            };
+            let got = first.is_some();
+            for n in first.into_iter().chain(rx.try_iter()) {
+                self.handle(n);
+            }
+            self.readers.fetch_sub(1, Ordering::SeqCst);
+            got || wait.is_some()
+        }
+    }
+
+    impl Inbox for TestInbox {
+        fn poll(&self) -> bool {
+            self.read(None)
+        }
+        fn wait(&self, timeout: Duration) -> bool {
+            self.read(Some(timeout))
+        }
+    }
+
+    #[test]
+    fn idle_threads_read_the_inbox_one_at_a_time_and_run_what_it_brings() {
+        for spin in [Duration::ZERO, Duration::from_millis(1)] {
+            let (msg_tx, msg_rx) = unbounded::<usize>();
+            let ran = Arc::new(AtomicUsize::new(0));
+            let inbox = Arc::new(TestInbox {
+                messages: Mutex::new(msg_rx),
+                pool: Mutex::new(None),
+                ran: ran.clone(),
+                readers: AtomicUsize::new(0),
+                most_readers: AtomicUsize::new(0),
+            });
+            let mut pool = TaskPool::new("t", 3, spin, Some(inbox.clone())).unwrap();
+            *inbox.pool.lock() = pool.tx.clone();
+            let mut sent = 0;
+            for round in 0..50usize {
+                let n = round % 7;
+                msg_tx.send(n).unwrap();
+                sent += n;
+                if round % 10 == 0 {
+                    // Let every thread go to sleep, on the inbox or the queue.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ran.load(Ordering::SeqCst) < sent {
+                assert!(Instant::now() < deadline, "ran {} of {sent}", ran.load(Ordering::SeqCst));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(inbox.most_readers.load(Ordering::SeqCst), 1, "one reader at a time");
+            inbox.pool.lock().take();
+            let start = Instant::now();
+            pool.shutdown();
+            assert!(start.elapsed() < Duration::from_secs(5), "threads asleep on the inbox still stop");
+            assert_eq!(ran.load(Ordering::SeqCst), sent);
+        }
+    }
+
+    #[test]
+    fn all_busy_for_needs_every_thread_on_one_job_that_long() {
+        let pool = TaskPool::new("t", 2, Duration::ZERO, None).unwrap();
+        assert!(!pool.all_busy_for(Duration::ZERO));
+        let (release_tx, release_rx) = unbounded::<()>();
+        let (started_tx, started_rx) = unbounded::<()>();
+        for _ in 0..2 {
+            let (r, s) = (release_rx.clone(), started_tx.clone());
+            pool.execute(move || {
+                s.send(()).unwrap();
+                let _ = r.recv();
+            });
+        }
+        started_rx.recv().unwrap();
+        started_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(pool.all_busy_for(Duration::from_millis(20)));
+        assert!(!pool.all_busy_for(Duration::from_secs(60)));
+        drop(release_tx);
     }
 }

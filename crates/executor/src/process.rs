@@ -17,22 +17,33 @@
 //! 4. heartbeats; and exits when told to (`StopExecutor`, `Shutdown`) or when
 //!    the driver connection ends for any reason — so executors never outlive
 //!    their driver.
+//!
+//! The driver's messages are read by the executor's idle task threads
+//! ([`Control`], the pool's [`Inbox`]): the thread that reads a
+//! `LaunchTask` runs it, with no I/O thread polling beside the task threads
+//! and no hand-off between them. When every task thread has been busy with
+//! one task for a few milliseconds, the process's main thread reads instead,
+//! so a `KillTask` never waits for the task it is meant to stop. The tokio
+//! runtime keeps the rest: the block server, heartbeats, delayed flushes,
+//! and the writes the socket could not take at once.
 
 use crate::env::{ExecutorConfig, RemoteFetcher};
 use crate::executor::{Executor, ExecutorBackend};
+use crate::pool::Inbox;
 use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
 use ember_rpc::shared::Soon;
 use ember_rpc::{
-    accept, connect, BlockClients, BlockRequest, BlockResponse, Secret, SharedWriter, ToDriver, ToExecutor,
-    PROTOCOL_VERSION,
+    accept, connect, BlockClients, BlockRequest, BlockResponse, BlockingReader, ConnReader, Secret, SharedWriter,
+    ToDriver, ToExecutor, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -64,12 +75,10 @@ fn run() -> Result<(), String> {
     // Large lineages are dropped on the runtime's threads when stages are released.
     let runtime =
         ember_rpc::io_runtime("ember-executor-io", 64 << 20).map_err(|e| format!("cannot start the runtime: {e}"))?;
-    // `serve` runs on the runtime's one worker thread, beside the connection's
-    // writer, not on this thread: reading a `LaunchTask` and writing the
-    // status updates then never wake one another across threads.
-    let result = runtime.block_on(async move {
-        tokio::spawn(serve(config, secret)).await.unwrap_or_else(|e| Err(format!("the executor loop failed: {e}")))
-    });
+    let result = {
+        let _in_runtime = runtime.enter();
+        serve(&runtime, config, secret)
+    };
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -195,14 +204,19 @@ impl RemoteFetcher for ShuffleFetcher {
     }
 }
 
-async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
+/// Connects, authenticates and registers; returns the block server's
+/// listener and address and the driver connection.
+async fn register(
+    config: &ProcessConfig,
+    secret: &Secret,
+) -> Result<(TcpListener, String, ConnReader, ember_rpc::ConnWriter), String> {
     let block_listener =
         TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the block server: {e}"))?;
     let block_address = block_listener.local_addr().map_err(|e| e.to_string())?.to_string();
     let stream = TcpStream::connect(&config.driver_address)
         .await
         .map_err(|e| format!("cannot reach the driver at {}: {e}", config.driver_address))?;
-    let (mut reader, mut writer) = connect(stream, &secret, PROTOCOL_VERSION, config.max_frame)
+    let (mut reader, mut writer) = connect(stream, secret, PROTOCOL_VERSION, config.max_frame)
         .await
         .map_err(|e| format!("cannot connect to the driver: {e}"))?;
     writer
@@ -217,15 +231,40 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot register: {e}"))?;
     match reader.recv::<ToExecutor>().await.map_err(|e| format!("no registration reply: {e}"))? {
-        ToExecutor::RegisteredExecutor => {}
-        ToExecutor::RegisterExecutorFailed { reason } => return Err(format!("registration refused: {reason}")),
-        other => return Err(format!("unexpected reply to registration: {other:?}")),
+        ToExecutor::RegisteredExecutor => Ok((block_listener, block_address, reader, writer)),
+        ToExecutor::RegisterExecutorFailed { reason } => Err(format!("registration refused: {reason}")),
+        other => Err(format!("unexpected reply to registration: {other:?}")),
     }
+}
 
+/// How often the process's main thread looks for a stop, a silent driver,
+/// or task threads too busy to read the driver's connection.
+const WATCH_TICK: Duration = Duration::from_millis(10);
+/// Once every task thread has run one task this long, the main thread
+/// reads the driver's connection until one is free (so a `KillTask` is
+/// never stuck behind the task it is meant to stop).
+const BUSY_BEFORE_WATCH: Duration = Duration::from_millis(5);
+
+/// Runs the executor on this thread until it is told to stop, the
+/// connection ends, or the driver falls silent.
+fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secret) -> Result<(), String> {
+    let (block_listener, block_address, reader, writer) = runtime.block_on(register(&config, &secret))?;
+    // From here idle task threads read the driver's messages themselves.
+    let (reader, writer) =
+        ember_rpc::detach(reader, writer).map_err(|e| format!("cannot take over the driver connection: {e}"))?;
     let out = SharedWriter::start(writer);
-    reader.spin_wait(config.spin_wait);
     let results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>> = Arc::default();
-    let clients = Arc::new(BlockClients::new(tokio::runtime::Handle::current(), secret.clone(), config.max_frame));
+    let clients = Arc::new(BlockClients::new(runtime.handle().clone(), secret.clone(), config.max_frame));
+    let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
+    let control = Arc::new(Control {
+        reader: Mutex::new(reader),
+        executor: OnceLock::new(),
+        out: out.clone(),
+        stop: stop_tx,
+        ended: AtomicBool::new(false),
+        epoch: Instant::now(),
+        heard_ms: AtomicU64::new(0),
+    });
     let executor = Arc::new(
         Executor::new(
             ExecutorConfig {
@@ -240,14 +279,16 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
             },
             DriverLink::start(out.clone(), results.clone(), config.max_direct_result),
             Some(Arc::new(ShuffleFetcher { clients })),
+            Some(control.clone()),
         )
         .map_err(|e| e.to_string())?,
     );
-    tokio::spawn(serve_blocks(block_listener, secret, executor.clone(), results, config.max_frame));
+    let _ = control.executor.set(Arc::downgrade(&executor));
+    runtime.spawn(serve_blocks(block_listener, secret, executor.clone(), results, config.max_frame));
     let heartbeat_out = out.clone();
     let id = config.executor_id.clone();
     let interval = config.heartbeat;
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
@@ -257,40 +298,125 @@ async fn serve(config: ProcessConfig, secret: Secret) -> Result<(), String> {
         }
     });
 
-    // Any message from the driver proves it is alive; heartbeats are acknowledged.
     let timeout = config.network_timeout;
-    loop {
-        let next = tokio::time::timeout(timeout, reader.recv::<ToExecutor>()).await;
-        let Ok(next) = next else {
-            tracing::warn!(?timeout, "no word from the driver within ember.network.timeout; exiting");
-            break;
-        };
-        match next {
-            Ok(ToExecutor::LaunchTask { task, payload }) => {
+    let reason = loop {
+        match stop_rx.recv_timeout(WATCH_TICK) {
+            Ok(reason) => break reason,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break "the connection reader is gone".into(),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        // Any message from the driver proves it is alive; heartbeats are acknowledged.
+        if control.silence() > timeout {
+            break format!("no word from the driver within ember.network.timeout ({timeout:?})");
+        }
+        while executor.all_busy_for(BUSY_BEFORE_WATCH) && !control.ended.load(Ordering::Acquire) {
+            control.read(Some(Duration::from_millis(2)));
+        }
+    };
+    tracing::info!(%reason, "executor exiting");
+    executor.stop();
+    Ok(())
+}
+
+/// The driver's connection as the task threads' [`Inbox`]: whichever
+/// thread is idle reads it and handles what it brings.
+struct Control {
+    reader: Mutex<BlockingReader>,
+    /// Set once the executor exists; nothing is read before.
+    executor: OnceLock<Weak<Executor>>,
+    out: Arc<SharedWriter>,
+    /// Why the process must end (`StopExecutor`, the connection's end).
+    stop: crossbeam_channel::Sender<String>,
+    ended: AtomicBool,
+    epoch: Instant,
+    /// When the driver was last heard from, in ms since `epoch`.
+    heard_ms: AtomicU64,
+}
+
+impl Control {
+    /// Reads and handles every message that has arrived, after sleeping on
+    /// the socket for up to `wait` if given. False if another thread is
+    /// reading, or (without `wait`) nothing had arrived.
+    fn read(&self, wait: Option<Duration>) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(executor) = self.executor.get().and_then(Weak::upgrade) else { return false };
+        let Some(mut reader) = self.reader.try_lock() else { return false };
+        if let Some(t) = wait {
+            if let Err(e) = reader.wait(t) {
+                self.end(format!("cannot wait on the driver connection: {e}"));
+                return true;
+            }
+        }
+        let mut heard = false;
+        loop {
+            match reader.try_recv::<ToExecutor>() {
+                Ok(Some(msg)) => {
+                    heard = true;
+                    if !self.handle(&executor, msg) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.end(format!("driver connection ended: {e}"));
+                    break;
+                }
+            }
+        }
+        if heard {
+            self.heard_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        heard || wait.is_some()
+    }
+
+    /// False when the process must stop.
+    fn handle(&self, executor: &Executor, msg: ToExecutor) -> bool {
+        match msg {
+            ToExecutor::LaunchTask { task, payload } => {
                 let payload = payload.map(|bytes| Arc::new(StagePayload { hash: task.payload_hash, bytes }));
                 executor.launch_task(task, payload);
             }
-            Ok(ToExecutor::KillTask { task_id, reason }) => executor.kill_task(task_id, &reason),
-            Ok(ToExecutor::ReleaseStage { payload_hash }) => executor.release_stage(&payload_hash),
-            Ok(ToExecutor::UnpersistRdd { rdd_id }) => {
+            ToExecutor::KillTask { task_id, reason } => executor.kill_task(task_id, &reason),
+            ToExecutor::ReleaseStage { payload_hash } => executor.release_stage(&payload_hash),
+            ToExecutor::UnpersistRdd { rdd_id } => {
                 executor.env().blocks().remove_rdd(rdd_id);
             }
-            Ok(ToExecutor::ReportMemory) => {
-                out.send(&ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
+            ToExecutor::ReportMemory => {
+                self.out.send(&ToDriver::MemoryReport { used: executor.env().memory_pool().used() as u64 });
             }
-            Ok(ToExecutor::StopExecutor) | Ok(ToExecutor::Shutdown) => break,
-            Ok(ToExecutor::RegisteredExecutor)
-            | Ok(ToExecutor::RegisterExecutorFailed { .. })
-            | Ok(ToExecutor::HeartbeatAck) => {}
-            Err(e) => {
-                tracing::info!(error = %e, "driver connection ended; exiting");
-                break;
+            ToExecutor::StopExecutor | ToExecutor::Shutdown => {
+                self.end("told to stop".into());
+                return false;
             }
+            ToExecutor::RegisteredExecutor | ToExecutor::RegisterExecutorFailed { .. } | ToExecutor::HeartbeatAck => {}
+        }
+        true
+    }
+
+    fn end(&self, reason: String) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            tracing::info!(%reason, "driver connection done");
+            let _ = self.stop.send(reason);
         }
     }
-    let ex = executor.clone();
-    let _ = tokio::task::spawn_blocking(move || ex.stop()).await;
-    Ok(())
+
+    /// How long since the driver was last heard from.
+    fn silence(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(heard)
+    }
+}
+
+impl Inbox for Control {
+    fn poll(&self) -> bool {
+        self.read(None)
+    }
+
+    fn wait(&self, timeout: Duration) -> bool {
+        self.read(Some(timeout))
+    }
 }
 
 /// Serves shuffle segments and parked results to authenticated peers.

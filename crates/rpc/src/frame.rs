@@ -34,9 +34,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 const MAGIC: &[u8; 4] = b"EMBR";
-const TAG: usize = 32;
+pub(crate) const TAG: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -102,7 +102,7 @@ fn verify(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
     mac(key, parts).verify_slice(expected).is_ok()
 }
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+pub(crate) type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
 
 /// Bytes before a frame's payload: the length prefix and the tag.
 const HEADER: usize = 4 + TAG;
@@ -113,29 +113,73 @@ const KEEP_CAPACITY: usize = 4 << 20;
 
 /// The receiving half of an authenticated connection.
 pub struct ConnReader {
-    inner: Reader,
-    mac: HmacSha256,
-    direction: u8,
-    seq: u64,
+    pub(crate) inner: Reader,
+    pub(crate) mac: HmacSha256,
+    pub(crate) direction: u8,
+    pub(crate) seq: u64,
     /// What is left of the last frame's payload: messages not yet returned.
-    pending: bytes::BytesMut,
+    pub(crate) pending: bytes::BytesMut,
     /// How long [`recv`](Self::recv) polls before it sleeps on the socket.
     spin: std::time::Duration,
+}
+
+/// The socket a [`ConnWriter`] writes to: tokio's half of a connection it
+/// also reads, or — once [`crate::blocking::detach`] has moved reading to a
+/// plain thread — the socket registered with tokio for writability only, so
+/// that arriving data never wakes the I/O thread.
+pub(crate) enum WriteHalf {
+    Tokio(tokio::net::tcp::OwnedWriteHalf),
+    WriteOnly(WriteOnly),
+}
+
+/// A socket registered with tokio for writability only.
+pub(crate) struct WriteOnly(pub(crate) tokio::io::unix::AsyncFd<std::net::TcpStream>);
+
+impl Drop for WriteOnly {
+    fn drop(&mut self) {
+        // As tokio's half does: the peer sees the sending side end even
+        // while this process still holds the socket's reading side.
+        let _ = self.0.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl WriteHalf {
+    pub(crate) fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            WriteHalf::Tokio(h) => h.try_write(buf),
+            WriteHalf::WriteOnly(fd) => std::io::Write::write(&mut fd.0.get_ref(), buf),
+        }
+    }
+
+    /// Waits until the socket may take more. Callers retry their write
+    /// after it returns, and call it again only after that write found
+    /// the socket full.
+    pub(crate) async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            WriteHalf::Tokio(h) => h.writable().await,
+            WriteHalf::WriteOnly(fd) => {
+                // Forget this readiness before the retry: if the retry finds
+                // the socket full, the next wait is for a fresh edge.
+                fd.0.writable().await?.clear_ready();
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The sending half of an authenticated connection.
 pub struct ConnWriter {
     /// Shared so that a [`crate::SharedWriter`]'s flusher can wait for the
     /// socket to drain without holding the buffer's lock.
-    pub(crate) inner: std::sync::Arc<tokio::net::tcp::OwnedWriteHalf>,
-    mac: HmacSha256,
-    direction: u8,
-    seq: u64,
-    max_frame: usize,
+    pub(crate) inner: std::sync::Arc<WriteHalf>,
+    pub(crate) mac: HmacSha256,
+    pub(crate) direction: u8,
+    pub(crate) seq: u64,
+    pub(crate) max_frame: usize,
     /// Sealed frames followed by the frame being built, ready for one write.
     pub(crate) out: Vec<u8>,
     /// Where the frame being built starts in `out`, if one is open.
-    open: Option<usize>,
+    pub(crate) open: Option<usize>,
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -184,7 +228,7 @@ fn halves(
             spin: std::time::Duration::ZERO,
         },
         ConnWriter {
-            inner: std::sync::Arc::new(w),
+            inner: std::sync::Arc::new(WriteHalf::Tokio(w)),
             mac,
             direction: 1 - read_direction,
             seq: 0,
@@ -354,7 +398,7 @@ impl ConnWriter {
     }
 
     /// Seals the open frame and writes everything buffered.
-    async fn write_out(&mut self) -> Result<(), RpcError> {
+    pub(crate) async fn write_out(&mut self) -> Result<(), RpcError> {
         self.seal();
         let mut sent = 0;
         let result = loop {
@@ -485,7 +529,12 @@ impl ConnReader {
     }
 }
 
-fn open_frame_with<'a>(mac: &HmacSha256, direction: u8, seq: u64, frame: &'a [u8]) -> Result<&'a [u8], RpcError> {
+pub(crate) fn open_frame_with<'a>(
+    mac: &HmacSha256,
+    direction: u8,
+    seq: u64,
+    frame: &'a [u8],
+) -> Result<&'a [u8], RpcError> {
     if frame.len() < TAG {
         return Err(RpcError::Malformed(format!("frame of {} bytes is shorter than its tag", frame.len())));
     }

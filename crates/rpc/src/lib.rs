@@ -7,6 +7,8 @@
 //! - [`messages`]: the versioned messages between driver and executors
 //!   (the seeds' `RegisterExecutor`, `LaunchTask`, `StatusUpdate`, ...) and
 //!   between block clients and block servers.
+//! - [`blocking`]: a connection's receiving half as a plain socket, read
+//!   by whichever of a process's threads is idle.
 //! - [`client`]: a request/response client that multiplexes many concurrent
 //!   calls over one connection per peer.
 //! - [`shared`]: a connection's sending half that the scheduler and task
@@ -14,6 +16,7 @@
 //!   cannot take at once.
 //! - [`runtime`]: the single-I/O-thread runtime both kinds of process use.
 
+pub mod blocking;
 pub mod client;
 pub mod frame;
 pub mod launch;
@@ -21,6 +24,7 @@ pub mod messages;
 pub mod runtime;
 pub mod shared;
 
+pub use blocking::{detach, BlockingReader};
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};

@@ -1,0 +1,302 @@
+//! A connection's receiving half as a plain non-blocking socket, for
+//! processes whose own threads read their control connection.
+//!
+//! An executor used to read the driver's messages on its tokio I/O thread
+//! and hand each `LaunchTask` to a task thread: on two cores that was one
+//! more thread polling beside the task threads, and one hand-off between
+//! two threads on every task's path. A [`BlockingReader`] is read by
+//! whichever thread is idle — it takes the next message without blocking
+//! ([`try_recv`](BlockingReader::try_recv)) or sleeps on the socket
+//! ([`wait`](BlockingReader::wait)) — so a task thread reads its own
+//! `LaunchTask` and runs it.
+//!
+//! [`detach`] moves a connection there after the handshake. The socket
+//! leaves tokio's reactor and comes back registered for writability only:
+//! arriving data then wakes nobody but the thread waiting on it. Frames,
+//! tags and sequence numbers are exactly those of [`ConnReader`].
+
+use crate::frame::{open_frame_with, ConnReader, ConnWriter, HmacSha256, RpcError, WriteHalf, WriteOnly, TAG};
+use serde::de::DeserializeOwned;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes read from the socket per call, at least.
+const READ_CHUNK: usize = 64 << 10;
+/// A buffer grown past this by one large frame is released once it is read.
+const KEEP_CAPACITY: usize = 4 << 20;
+
+/// The receiving half of an authenticated connection, read without tokio.
+pub struct BlockingReader {
+    stream: std::net::TcpStream,
+    /// Bytes from the socket; `buf[start..end]` is not yet parsed.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The current frame's messages not yet returned: `buf[msg..msg_end]`.
+    msg: usize,
+    msg_end: usize,
+    max_frame: usize,
+    mac: HmacSha256,
+    direction: u8,
+    seq: u64,
+}
+
+/// Moves a connection's reading to a [`BlockingReader`] and re-registers
+/// its socket with tokio for writing only. Call it on the runtime that
+/// will flush the writer, before the writer is shared.
+pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader, ConnWriter), RpcError> {
+    let ConnReader { inner, mac, direction, seq, pending, .. } = reader;
+    // Bytes the codec has read past the frames it returned stay ahead of
+    // anything still in the socket.
+    let mut unread = pending.to_vec();
+    let framed_from = unread.len();
+    unread.extend_from_slice(inner.read_buffer());
+    let read_half = inner.into_inner();
+    let ConnWriter { inner: write_half, mac: wmac, direction: wdir, seq: wseq, max_frame, out, open } = writer;
+    let write_half = match Arc::try_unwrap(write_half) {
+        Ok(WriteHalf::Tokio(h)) => h,
+        _ => return Err(RpcError::Malformed("the connection is already shared or detached".into())),
+    };
+    let stream = read_half
+        .reunite(write_half)
+        .map_err(|_| RpcError::Malformed("the halves belong to different connections".into()))?
+        .into_std()?;
+    stream.set_nonblocking(true)?;
+    let for_writes = stream.try_clone()?;
+    // SAFETY: the `AsyncFd` owns the stream, so the descriptor stays open,
+    // and is not replaced, until the `AsyncFd` has deregistered it.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(for_writes, tokio::io::Interest::WRITABLE) }
+        .map_err(|e| RpcError::Io(e.into()))?;
+    let end = unread.len();
+    let mut buf = unread;
+    buf.resize(end.max(READ_CHUNK), 0);
+    let reader = BlockingReader {
+        stream,
+        buf,
+        start: framed_from,
+        end,
+        msg: 0,
+        msg_end: framed_from,
+        max_frame,
+        mac,
+        direction,
+        seq,
+    };
+    let writer = ConnWriter {
+        inner: Arc::new(WriteHalf::WriteOnly(WriteOnly(fd))),
+        mac: wmac,
+        direction: wdir,
+        seq: wseq,
+        max_frame,
+        out,
+        open,
+    };
+    Ok((reader, writer))
+}
+
+impl BlockingReader {
+    /// The next message if one has arrived; never blocks. A frame is
+    /// authenticated whole before its first message is decoded.
+    pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RpcError> {
+        if self.msg == self.msg_end && !self.next_frame()? {
+            return Ok(None);
+        }
+        let (msg, rest) = postcard::take_from_bytes::<T>(&self.buf[self.msg..self.msg_end])
+            .map_err(|e| RpcError::Malformed(format!("decoding: {e}")))?;
+        self.msg = self.msg_end - rest.len();
+        Ok(Some(msg))
+    }
+
+    /// Sleeps until the connection has bytes to read (or has closed), or
+    /// until `timeout` passes.
+    pub fn wait(&self, timeout: Duration) -> Result<(), RpcError> {
+        if self.msg < self.msg_end || self.end > self.start {
+            return Ok(());
+        }
+        let mut fds = [rustix::event::PollFd::new(&self.stream, rustix::event::PollFlags::IN)];
+        let timeout = rustix::event::Timespec::try_from(timeout)
+            .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX as _, tv_nsec: 0 });
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(RpcError::Io(e.into())),
+        }
+    }
+
+    /// Makes the next complete frame current; false if none has arrived.
+    fn next_frame(&mut self) -> Result<bool, RpcError> {
+        loop {
+            let have = self.end - self.start;
+            if have >= 4 {
+                let len =
+                    u32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes")) as usize;
+                if len > self.max_frame {
+                    return Err(RpcError::Malformed(format!(
+                        "a frame of {len} bytes exceeds the limit of {} bytes",
+                        self.max_frame
+                    )));
+                }
+                if have >= 4 + len {
+                    let body = self.start + 4..self.start + 4 + len;
+                    self.start = body.end;
+                    open_frame_with(&self.mac, self.direction, self.seq, &self.buf[body.clone()])?;
+                    self.seq += 1;
+                    if len == TAG {
+                        return Err(RpcError::Malformed("a frame without messages".into()));
+                    }
+                    (self.msg, self.msg_end) = (body.start + TAG, body.end);
+                    return Ok(true);
+                }
+                self.make_room(4 + len);
+            } else {
+                self.make_room(4);
+            }
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Ensures the buffer can hold `need` bytes from `start`, with room to
+    /// read into. Only called with no message pending.
+    fn make_room(&mut self, need: usize) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if self.buf.len() > KEEP_CAPACITY && need <= READ_CHUNK {
+                self.buf = vec![0; READ_CHUNK];
+            }
+        }
+        if self.start + need.max(self.end - self.start + READ_CHUNK / 4) > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let want = need.max(self.end + READ_CHUNK / 4);
+        if want > self.buf.len() {
+            self.buf.resize(want.max(READ_CHUNK), 0);
+        }
+    }
+
+    /// Reads what the socket holds; false if it held nothing.
+    fn fill(&mut self) -> Result<bool, RpcError> {
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(RpcError::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(RpcError::Io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::pair;
+    use crate::SharedWriter;
+
+    /// Polls `r` until a message arrives, sleeping on the socket between tries.
+    fn recv<T: DeserializeOwned>(r: &mut BlockingReader) -> Result<T, RpcError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(m) = r.try_recv::<T>()? {
+                return Ok(m);
+            }
+            assert!(std::time::Instant::now() < deadline, "no message within 30 s");
+            r.wait(Duration::from_millis(100))?;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_detached_writer_sends_in_order_and_its_drop_ends_the_connection() {
+        let (cr, cw, mut sr, _sw) = pair(1 << 20).await;
+        let (_r, w) = detach(cr, cw).unwrap();
+        let w = SharedWriter::start(w);
+        for i in 0..100u32 {
+            assert!(w.push(&(i, vec![i as u8; i as usize * 97])));
+        }
+        w.flush();
+        for i in 0..100u32 {
+            assert_eq!(sr.recv::<(u32, Vec<u8>)>().await.unwrap(), (i, vec![i as u8; i as usize * 97]));
+        }
+        drop(w);
+        let end = tokio::time::timeout(Duration::from_secs(10), sr.recv::<u32>()).await;
+        assert!(matches!(end, Ok(Err(RpcError::Closed))), "the peer must see the end while the reader lives");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_detached_reader_gets_every_message_whatever_the_frame_sizes_then_the_end() {
+        let (cr, cw, _sr, mut sw) = pair(1 << 20).await;
+        let (mut r, _w) = detach(cr, cw).unwrap();
+        // Sizes from empty to several read chunks, flushed in uneven groups.
+        let size = |i: u32| [0usize, 1, 300, 70_000, 5][i as usize % 5] * (1 + i as usize % 3);
+        let reader = tokio::task::spawn_blocking(move || {
+            for i in 0..500u32 {
+                let (n, body) = recv::<(u32, Vec<u8>)>(&mut r).unwrap();
+                assert_eq!((n, body.len()), (i, size(i)));
+                assert!(body.iter().all(|&b| b == i as u8));
+            }
+            r
+        });
+        for i in 0..500u32 {
+            sw.push(&(i, vec![i as u8; size(i)])).unwrap();
+            if i % 7 == 0 {
+                sw.write_out().await.unwrap();
+            }
+        }
+        sw.send(&(u32::MAX, Vec::<u8>::new())).await.unwrap();
+        let mut r = reader.await.unwrap();
+        drop(sw);
+        assert_eq!(recv::<(u32, Vec<u8>)>(&mut r).unwrap().0, u32::MAX);
+        assert!(matches!(recv::<u32>(&mut r), Err(RpcError::Closed)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn bytes_the_async_reader_had_buffered_are_read_first() {
+        let (mut cr, cw, _sr, mut sw) = pair(1 << 20).await;
+        // Two frames in one write: [1, 2] and [3].
+        sw.push(&1u32).unwrap();
+        sw.push(&2u32).unwrap();
+        sw.seal();
+        sw.push(&3u32).unwrap();
+        sw.write_out().await.unwrap();
+        assert_eq!(cr.recv::<u32>().await.unwrap(), 1);
+        let (mut r, _w) = detach(cr, cw).unwrap();
+        sw.send(&4u32).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || (0..3).map(|_| recv::<u32>(&mut r).unwrap()).collect::<Vec<_>>());
+        assert_eq!(got.await.unwrap(), vec![2, 3, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_oversized_frame_is_refused_before_it_is_read() {
+        let (cr, cw, _sr, mut sw) = pair(1 << 20).await;
+        let (mut r, _w) = detach(cr, cw).unwrap();
+        sw.out.extend_from_slice(&(2u32 << 20).to_be_bytes());
+        sw.write_out().await.unwrap();
+        let err = tokio::task::spawn_blocking(move || recv::<u32>(&mut r).unwrap_err()).await.unwrap();
+        assert!(matches!(&err, RpcError::Malformed(m) if m.contains("exceeds the limit")), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn what_a_full_socket_cannot_take_still_goes_out_in_order_after_detaching() {
+        let (cr, cw, mut sr, _sw) = pair(64 << 20).await;
+        let (_r, w) = detach(cr, cw).unwrap();
+        let w = SharedWriter::start(w);
+        // Nobody reads yet: far more than the socket buffers hold.
+        let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        assert!(w.send(&big));
+        for i in 0..100u32 {
+            assert!(w.send(&i));
+        }
+        let wait = Duration::from_secs(30);
+        let got = tokio::time::timeout(wait, sr.recv::<Vec<u8>>()).await.expect("the backlog is written").unwrap();
+        assert!(got == big);
+        for i in 0..100u32 {
+            assert_eq!(tokio::time::timeout(wait, sr.recv::<u32>()).await.unwrap().unwrap(), i);
+        }
+    }
+}
