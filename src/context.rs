@@ -134,7 +134,8 @@ impl Context {
             .keep();
         let bus = ListenerBus::start();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-        let (tx, rx) = crossbeam_channel::unbounded::<LoopMsg>();
+        let (tx, rx) = ember_scheduler::loop_channel()
+            .map_err(|e| Error::io("cannot create the scheduler's doorbell (an eventfd)", e))?;
         let compress = conf.get_bool("ember.shuffle.compress")?.unwrap_or(true);
         let block_size = conf.get_bytes("ember.shuffle.blockSize")?.unwrap_or(64 << 10) as usize;
         let max_result_size = conf.get_bytes("ember.driver.maxResultSize")?.unwrap_or(1 << 30);
@@ -198,7 +199,7 @@ impl Context {
                 (Deployment::Cluster(cluster), Box::new(backend))
             }
         };
-        let (driver, _loop_tx) = DriverHandle::start_with_channel(loop_config, backend, bus.clone(), clock, (tx, rx));
+        let driver = DriverHandle::start(loop_config, backend, bus.clone(), clock, (tx, rx));
         let show_progress = conf.get_bool("ember.ui.showConsoleProgress")?.unwrap_or(true);
         let progress = ConsoleProgressBar::start_if_terminal(show_progress, &bus);
         Ok(Context {

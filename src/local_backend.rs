@@ -3,16 +3,16 @@
 //! payloads and are decoded by the executor, exactly as they would be in an
 //! executor process; only the transport is a function call.
 
-use crossbeam_channel::Sender;
 use ember_common::{ExecutorId, TaskId};
 use ember_core::task::TaskState;
 use ember_executor::{Executor, ExecutorBackend};
 use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
 use ember_scheduler::task_scheduler::Launch;
+use ember_scheduler::LoopSender;
 use std::sync::Arc;
 
 /// Forwards the executor's status updates into the driver's event loop.
-pub struct LoopForwarder(pub Sender<LoopMsg>);
+pub struct LoopForwarder(pub LoopSender);
 
 impl ExecutorBackend for LoopForwarder {
     fn status_update(&self, task_id: TaskId, state: TaskState) {

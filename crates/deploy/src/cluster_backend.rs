@@ -2,20 +2,32 @@
 //! connection per executor carries every control message both ways. The
 //! scheduler's event loop writes its messages itself through the
 //! connection's [`SharedWriter`] — appended during a loop turn, flushed with
-//! one non-blocking write at its end — so it never waits on the network and
-//! no thread wake-up sits between a launch decision and the wire.
+//! one non-blocking write at its end — and reads the executors' messages
+//! itself through [`ClusterBackend`]'s `poll_incoming`, so no thread
+//! wake-up sits between the wire and a scheduling decision either way.
+//!
+//! The tokio runtime accepts and authenticates connections, registers
+//! executors, fetches results parked in executors' block servers, and
+//! writes what a socket could not take at once. After registration a
+//! connection's reading moves to the event loop ([`ember_rpc::detach`]),
+//! which also declares an executor lost when its connection ends or it has
+//! been silent for `ember.network.timeout`.
 
 use crossbeam_channel::Sender;
 use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{TaskOutput, TaskState};
 use ember_rpc::{
-    accept, BlockClients, BlockRequest, BlockResponse, ConnReader, Secret, SharedWriter, ToDriver, ToExecutor,
+    accept, BlockClients, BlockRequest, BlockResponse, BlockingReader, Secret, SharedWriter, ToDriver, ToExecutor,
     PROTOCOL_VERSION,
 };
+use ember_scheduler::doorbell::Doorbell;
 use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
 use ember_scheduler::task_scheduler::Launch;
+use ember_scheduler::LoopSender;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -28,22 +40,29 @@ pub struct ClusterSettings {
     pub network_timeout: Duration,
     /// Results larger than this fail their job without being fetched.
     pub max_result_size: u64,
-    /// How long a connection's reader polls for the next message before it sleeps (`ember.spinWait`).
-    pub spin_wait: Duration,
 }
 
 struct ExecutorConn {
     link: Arc<SharedWriter>,
+}
+
+/// A registered executor's connection as the event loop reads it.
+struct Incoming {
+    id: ExecutorId,
+    block_address: String,
+    reader: BlockingReader,
+    link: Arc<SharedWriter>,
     last_seen: Instant,
-    /// Wakes the connection's reader to drop it (heartbeat timeout).
-    cut: Arc<tokio::sync::Notify>,
 }
 
 struct Shared {
     secret: Secret,
     settings: ClusterSettings,
-    loop_tx: Sender<LoopMsg>,
+    loop_tx: LoopSender,
     executors: Mutex<HashMap<ExecutorId, ExecutorConn>>,
+    /// Connections registered since the event loop last looked.
+    registered: Mutex<Vec<Incoming>>,
+    any_registered: AtomicBool,
     memory_reports: Mutex<HashMap<ExecutorId, u64>>,
     blocks: BlockClients,
     refusals: Mutex<Vec<String>>,
@@ -64,7 +83,7 @@ impl DriverEndpoint {
         runtime: &tokio::runtime::Runtime,
         secret: Secret,
         settings: ClusterSettings,
-        loop_tx: Sender<LoopMsg>,
+        loop_tx: LoopSender,
     ) -> std::io::Result<Self> {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let address = listener.local_addr()?.to_string();
@@ -74,12 +93,13 @@ impl DriverEndpoint {
             settings,
             loop_tx,
             executors: Mutex::new(HashMap::new()),
+            registered: Mutex::new(Vec::new()),
+            any_registered: AtomicBool::new(false),
             memory_reports: Mutex::new(HashMap::new()),
             refusals: Mutex::new(Vec::new()),
             lost_watchers: Mutex::new(Vec::new()),
         });
         runtime.spawn(accept_loop(listener, shared.clone()));
-        runtime.spawn(heartbeat_monitor(shared.clone()));
         Ok(DriverEndpoint { shared, address, runtime: runtime.handle().clone() })
     }
 
@@ -134,8 +154,17 @@ impl DriverEndpoint {
         self.shared.lost_watchers.lock().push(tx);
     }
 
+    /// The event loop's side of the endpoint. Only one backend may read
+    /// the connections: make one.
     pub fn backend(&self) -> ClusterBackend {
-        ClusterBackend { shared: self.shared.clone(), _runtime: self.runtime.clone(), dirty: Vec::new() }
+        ClusterBackend {
+            shared: self.shared.clone(),
+            runtime: self.runtime.clone(),
+            dirty: Vec::new(),
+            incoming: Vec::new(),
+            lost: Vec::new(),
+            silence_checked: Instant::now(),
+        }
     }
 }
 
@@ -183,68 +212,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
                 Err(e) => return refuse(&shared, format!("{peer}: {e}")),
             };
-            let link = SharedWriter::start(writer);
-            reader.spin_wait(shared.settings.spin_wait);
-            link.send(&ToExecutor::RegisteredExecutor);
-            let cut = Arc::new(tokio::sync::Notify::new());
-            shared
-                .executors
-                .lock()
-                .insert(id.clone(), ExecutorConn { link, last_seen: Instant::now(), cut: cut.clone() });
-            let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id.clone(), cores });
-            let timeout = shared.settings.network_timeout;
-            let reason = tokio::select! {
-                reason = serve_executor(&shared, &id, &block_address, &mut reader) => reason,
-                _ = cut.notified() => format!("no heartbeat from {id} for {timeout:?} (ember.network.timeout)"),
+            // From here the event loop reads this connection.
+            let (reader, writer) = match ember_rpc::detach(reader, writer) {
+                Ok(halves) => halves,
+                Err(e) => return refuse(&shared, format!("executor {id}: {e}")),
             };
-            shared.executors.lock().remove(&id);
-            tracing::warn!(executor = %id, %reason, "executor lost");
-            for w in shared.lost_watchers.lock().iter() {
-                let _ = w.send(id.clone());
-            }
-            let _ = shared.loop_tx.send(LoopMsg::ExecutorLost { executor: id, reason });
+            let link = SharedWriter::start(writer);
+            link.send(&ToExecutor::RegisteredExecutor);
+            shared.executors.lock().insert(id.clone(), ExecutorConn { link: link.clone() });
+            shared.registered.lock().push(Incoming {
+                id: id.clone(),
+                block_address,
+                reader,
+                link,
+                last_seen: Instant::now(),
+            });
+            shared.any_registered.store(true, Ordering::Release);
+            let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id, cores });
         });
-    }
-}
-
-/// Reads an executor's messages until its connection ends; returns why.
-async fn serve_executor(shared: &Shared, id: &ExecutorId, block_address: &str, reader: &mut ConnReader) -> String {
-    loop {
-        let msg = reader.recv::<ToDriver>().await;
-        if let Some(c) = shared.executors.lock().get_mut(id) {
-            c.last_seen = Instant::now();
-        }
-        match msg {
-            Ok(ToDriver::StatusUpdate { task_id, state }) => {
-                let state = resolve_stored(shared, block_address, task_id, state).await;
-                let _ = shared.loop_tx.send(LoopMsg::StatusUpdate { task_id, state });
-            }
-            Ok(ToDriver::Heartbeat { .. }) => {
-                if let Some(c) = shared.executors.lock().get(id) {
-                    c.link.send(&ToExecutor::HeartbeatAck);
-                }
-            }
-            Ok(ToDriver::MemoryReport { used }) => {
-                shared.memory_reports.lock().insert(id.clone(), used);
-            }
-            Ok(ToDriver::RegisterExecutor { .. }) => return format!("{id} registered twice"),
-            Err(e) => return format!("connection to {id} ended: {e}"),
-        }
-    }
-}
-
-/// Declares executors lost when they have been silent for the network timeout.
-async fn heartbeat_monitor(shared: Arc<Shared>) {
-    let timeout = shared.settings.network_timeout;
-    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(50)));
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        for c in shared.executors.lock().values() {
-            if now.duration_since(c.last_seen) > timeout {
-                c.cut.notify_one();
-            }
-        }
     }
 }
 
@@ -271,9 +256,14 @@ async fn resolve_stored(shared: &Shared, block_address: &str, task_id: TaskId, s
 /// The scheduler backend for executor processes.
 pub struct ClusterBackend {
     shared: Arc<Shared>,
-    _runtime: tokio::runtime::Handle,
+    runtime: tokio::runtime::Handle,
     /// Executors with messages queued this loop turn that must leave at its end.
     dirty: Vec<ExecutorId>,
+    /// The connections this backend reads, for the event loop.
+    incoming: Vec<Incoming>,
+    /// Connections found dead in this poll, with why.
+    lost: Vec<(usize, String)>,
+    silence_checked: Instant,
 }
 
 impl ClusterBackend {
@@ -284,6 +274,18 @@ impl ClusterBackend {
             self.dirty.push(executor.clone());
         }
         pushed
+    }
+
+    /// Ends a connection: the executor is lost to the scheduler, and the
+    /// launcher hears of it (it replaces executors).
+    fn lose(&mut self, index: usize, reason: String, into: &mut Vec<LoopMsg>) {
+        let conn = self.incoming.swap_remove(index);
+        self.shared.executors.lock().remove(&conn.id);
+        tracing::warn!(executor = %conn.id, %reason, "executor lost");
+        for w in self.shared.lost_watchers.lock().iter() {
+            let _ = w.send(conn.id.clone());
+        }
+        into.push(LoopMsg::ExecutorLost { executor: conn.id, reason });
     }
 }
 
@@ -335,4 +337,101 @@ impl SchedulerBackend for ClusterBackend {
             c.link.send(&ToExecutor::StopExecutor);
         }
     }
+
+    fn reads_connections(&self) -> bool {
+        true
+    }
+
+    fn poll_incoming(&mut self, into: &mut Vec<LoopMsg>) {
+        if self.shared.any_registered.swap(false, Ordering::AcqRel) {
+            self.incoming.append(&mut self.shared.registered.lock());
+        }
+        let mut now = None;
+        for (index, conn) in self.incoming.iter_mut().enumerate() {
+            let mut heard = false;
+            let ended = loop {
+                match conn.reader.try_recv::<ToDriver>() {
+                    Ok(Some(msg)) => {
+                        heard = true;
+                        if let Some(reason) = receive(&self.shared, &self.runtime, conn, msg, into) {
+                            break Some(reason);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(format!("connection to {} ended: {e}", conn.id)),
+                };
+            };
+            if heard {
+                conn.last_seen = *now.get_or_insert_with(Instant::now);
+            }
+            if let Some(reason) = ended {
+                self.lost.push((index, reason));
+            }
+        }
+        // An executor silent this long (no heartbeat or other message) is lost.
+        let now = now.unwrap_or_else(Instant::now);
+        if now.duration_since(self.silence_checked) >= SILENCE_CHECK {
+            self.silence_checked = now;
+            let timeout = self.shared.settings.network_timeout;
+            for (index, conn) in self.incoming.iter().enumerate() {
+                if now.duration_since(conn.last_seen) > timeout && !self.lost.iter().any(|(i, _)| *i == index) {
+                    self.lost.push((
+                        index,
+                        format!("no heartbeat from {} for {timeout:?} (ember.network.timeout)", conn.id),
+                    ));
+                }
+            }
+        }
+        // Highest index first, so the indices left stay valid.
+        self.lost.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        for (index, reason) in std::mem::take(&mut self.lost) {
+            self.lose(index, reason, into);
+        }
+    }
+
+    fn wait_incoming(&mut self, bell: &Doorbell, timeout: Option<Duration>) {
+        // Wake for the silence check even when nothing else happens.
+        let timeout = timeout.map_or(SILENCE_CHECK, |t| t.min(SILENCE_CHECK));
+        if let Err(e) = ember_rpc::wait_any(self.incoming.iter().map(|c| &c.reader), bell.as_fd(), timeout) {
+            tracing::warn!(error = %e, "cannot wait on executor connections");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
+
+/// Hands one message from an executor to the event loop (or answers it
+/// here). Returns why the connection must end, if it must.
+fn receive(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    conn: &Incoming,
+    msg: ToDriver,
+    into: &mut Vec<LoopMsg>,
+) -> Option<String> {
+    match msg {
+        ToDriver::StatusUpdate {
+            task_id,
+            state: state @ TaskState::Finished { output: TaskOutput::Stored { .. }, .. },
+        } => {
+            // Fetched off the loop; the update follows through the channel.
+            let (shared, address) = (shared.clone(), conn.block_address.clone());
+            runtime.spawn(async move {
+                let state = resolve_stored(&shared, &address, task_id, state).await;
+                let _ = shared.loop_tx.send(LoopMsg::StatusUpdate { task_id, state });
+            });
+        }
+        ToDriver::StatusUpdate { task_id, state } => into.push(LoopMsg::StatusUpdate { task_id, state }),
+        ToDriver::Heartbeat { .. } => {
+            conn.link.send(&ToExecutor::HeartbeatAck);
+        }
+        ToDriver::MemoryReport { used } => {
+            shared.memory_reports.lock().insert(conn.id.clone(), used);
+        }
+        ToDriver::RegisterExecutor { .. } => return Some(format!("{} registered twice", conn.id)),
+    }
+    None
+}
+
+/// How often the event loop looks for executors silent for longer than
+/// `ember.network.timeout`.
+const SILENCE_CHECK: Duration = Duration::from_millis(500);

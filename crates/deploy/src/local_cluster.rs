@@ -8,11 +8,10 @@
 //! the driver ends, so they never outlive the driver, however it ends.
 
 use crate::cluster_backend::{ClusterSettings, DriverEndpoint};
-use crossbeam_channel::Sender;
 use ember_common::{Error, ExecutorId, Result};
 use ember_rpc::launch::ProcessConfig;
 use ember_rpc::{Secret, ToExecutor};
-use ember_scheduler::event_loop::LoopMsg;
+use ember_scheduler::LoopSender;
 use parking_lot::Mutex;
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,7 +59,7 @@ struct Launcher {
 impl LocalCluster {
     /// Starts the driver endpoint and E executor processes, and waits until all have registered.
     /// Lost executors are replaced for as long as the cluster runs.
-    pub fn start(config: LocalClusterConfig, loop_tx: Sender<LoopMsg>) -> Result<Self> {
+    pub fn start(config: LocalClusterConfig, loop_tx: LoopSender) -> Result<Self> {
         let runtime = ember_rpc::io_runtime("ember-driver-io", 16 << 20)
             .map_err(|e| Error::io("cannot start the driver's network runtime", e))?;
         let secret = Secret::generate();
@@ -71,7 +70,6 @@ impl LocalCluster {
                 max_frame: config.max_frame,
                 network_timeout: config.network_timeout,
                 max_result_size: config.max_result_size,
-                spin_wait: config.spin_wait,
             },
             loop_tx,
         )

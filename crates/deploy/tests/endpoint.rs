@@ -3,30 +3,65 @@
 //! malformed frames — each with a recorded reason, and without disturbing
 //! the executors that are registered.
 
-use crossbeam_channel::unbounded;
-use ember_deploy::{ClusterSettings, DriverEndpoint};
+use ember_deploy::{ClusterBackend, ClusterSettings, DriverEndpoint};
 use ember_rpc::{connect, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
 use ember_scheduler::event_loop::LoopMsg;
+use ember_scheduler::{loop_channel, LoopReceiver, SchedulerBackend};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn endpoint(secret: &Secret) -> (tokio::runtime::Runtime, DriverEndpoint, crossbeam_channel::Receiver<LoopMsg>) {
+fn endpoint(secret: &Secret) -> (tokio::runtime::Runtime, DriverEndpoint, LoopReceiver) {
+    endpoint_with_timeout(secret, Duration::from_secs(120))
+}
+
+fn endpoint_with_timeout(
+    secret: &Secret,
+    network_timeout: Duration,
+) -> (tokio::runtime::Runtime, DriverEndpoint, LoopReceiver) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (tx, rx) = unbounded();
+    let (tx, rx) = loop_channel().unwrap();
     let ep = DriverEndpoint::start(
         &rt,
         secret.clone(),
-        ClusterSettings {
-            max_frame: 1 << 20,
-            network_timeout: Duration::from_secs(120),
-            max_result_size: 1 << 30,
-            spin_wait: Duration::ZERO,
-        },
+        ClusterSettings { max_frame: 1 << 20, network_timeout, max_result_size: 1 << 30 },
         tx,
     )
     .unwrap();
     (rt, ep, rx)
+}
+
+/// Stands in for the event loop: takes messages from the channel and from
+/// the connections the backend reads.
+struct Loop {
+    backend: ClusterBackend,
+    rx: LoopReceiver,
+    read: std::collections::VecDeque<LoopMsg>,
+}
+
+impl Loop {
+    fn new(ep: &DriverEndpoint, rx: LoopReceiver) -> Loop {
+        Loop { backend: ep.backend(), rx, read: Default::default() }
+    }
+
+    fn next(&mut self, within: Duration) -> LoopMsg {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(msg) = self.rx.channel().try_recv() {
+                return msg;
+            }
+            if let Some(msg) = self.read.pop_front() {
+                return msg;
+            }
+            let mut got = Vec::new();
+            self.backend.poll_incoming(&mut got);
+            self.read.extend(got);
+            if self.read.is_empty() {
+                assert!(Instant::now() < deadline, "no message within {within:?}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
 }
 
 fn register(exe_hash: [u8; 32], protocol_version: u32, id: &str) -> ToDriver {
@@ -84,7 +119,7 @@ fn an_executor_running_another_binary_is_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(ep.registered().is_empty());
-    assert!(rx.try_recv().is_err(), "nothing reached the scheduler");
+    assert!(rx.channel().try_recv().is_err(), "nothing reached the scheduler");
     assert!(ep.refusals().iter().any(|r| r.contains("impostor")));
 }
 
@@ -125,18 +160,61 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
     });
     assert!(matches!(registered.0, ToExecutor::RegisteredExecutor));
     wait_for(|| ep.registered().len() == 1);
-    assert!(matches!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), LoopMsg::ExecutorAdded { cores: 1, .. }));
+    let mut lp = Loop::new(&ep, rx);
+    let wait = Duration::from_secs(5);
+    assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { cores: 1, .. }));
     // Closing the connection is reported as a lost executor.
     drop(registered);
-    match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+    match lp.next(wait) {
         LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.0, "good"),
         _ => panic!("expected ExecutorLost"),
     }
+    assert!(ep.registered().is_empty());
+}
+
+#[test]
+fn the_loop_reads_status_updates_in_order_and_declares_a_silent_executor_lost() {
+    let secret = Secret::generate();
+    let (rt, ep, rx) = endpoint_with_timeout(&secret, Duration::from_millis(300));
+    let addr = ep.address().to_string();
+    let (r, mut w) = rt.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "quiet")).await.unwrap();
+        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
+        (r, w)
+    });
+    let mut lp = Loop::new(&ep, rx);
+    let wait = Duration::from_secs(10);
+    assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));
+    rt.block_on(async {
+        for t in 0..50u64 {
+            let state = ember_core::task::TaskState::Running;
+            w.send(&ToDriver::StatusUpdate { task_id: ember_common::TaskId(t), state }).await.unwrap();
+        }
+    });
+    for t in 0..50u64 {
+        match lp.next(wait) {
+            LoopMsg::StatusUpdate { task_id, .. } => assert_eq!(task_id.0, t),
+            _ => panic!("expected the status update of task {t}"),
+        }
+    }
+    // Then silence, with the connection open: lost after ember.network.timeout.
+    let start = Instant::now();
+    match lp.next(wait) {
+        LoopMsg::ExecutorLost { executor, reason } => {
+            assert_eq!(executor.0, "quiet");
+            assert!(reason.contains("ember.network.timeout"), "{reason}");
+        }
+        _ => panic!("expected ExecutorLost"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(250), "declared lost after {:?}", start.elapsed());
+    assert!(ep.registered().is_empty());
+    drop((r, w));
 }
 
 #[test]
 fn a_loop_turns_messages_leave_at_its_flush_and_stage_releases_follow_on_their_own() {
-    use ember_scheduler::SchedulerBackend;
     let secret = Secret::generate();
     let (rt, ep, _rx) = endpoint(&secret);
     let addr = ep.address().to_string();

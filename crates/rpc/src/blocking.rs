@@ -108,10 +108,22 @@ impl BlockingReader {
         Ok(Some(msg))
     }
 
+    /// True if a message already read waits to be returned: then the
+    /// socket need not be waited on. (Part of a frame does not count: the
+    /// rest must come from the socket.)
+    pub fn has_buffered(&self) -> bool {
+        let have = self.end - self.start;
+        self.msg < self.msg_end
+            || (have >= 4 && {
+                let len = u32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes"));
+                have >= 4 + len as usize
+            })
+    }
+
     /// Sleeps until the connection has bytes to read (or has closed), or
     /// until `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> Result<(), RpcError> {
-        if self.msg < self.msg_end || self.end > self.start {
+        if self.has_buffered() {
             return Ok(());
         }
         let mut fds = [rustix::event::PollFd::new(&self.stream, rustix::event::PollFlags::IN)];
@@ -190,6 +202,36 @@ impl BlockingReader {
                 Err(e) => return Err(RpcError::Io(e)),
             }
         }
+    }
+}
+
+/// Sleeps until one of `readers`, or `also` (an eventfd, say), has
+/// something to read, or `timeout` passes. Returns at once if a reader
+/// already holds a message.
+pub fn wait_any<'a>(
+    readers: impl IntoIterator<Item = &'a BlockingReader>,
+    also: std::os::fd::BorrowedFd<'_>,
+    timeout: Duration,
+) -> Result<(), RpcError> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = vec![PollFd::from_borrowed_fd(also, PollFlags::IN)];
+    for r in readers {
+        if r.has_buffered() {
+            return Ok(());
+        }
+        fds.push(PollFd::new(&r.stream, PollFlags::IN));
+    }
+    let timeout = rustix::event::Timespec::try_from(timeout)
+        .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX as _, tv_nsec: 0 });
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(RpcError::Io(e.into())),
+    }
+}
+
+impl std::os::fd::AsFd for BlockingReader {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }
 

@@ -29,7 +29,6 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
-use std::future::Future;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -119,8 +118,6 @@ pub struct ConnReader {
     pub(crate) seq: u64,
     /// What is left of the last frame's payload: messages not yet returned.
     pub(crate) pending: bytes::BytesMut,
-    /// How long [`recv`](Self::recv) polls before it sleeps on the socket.
-    spin: std::time::Duration,
 }
 
 /// The socket a [`ConnWriter`] writes to: tokio's half of a connection it
@@ -219,14 +216,7 @@ fn halves(
 ) -> (ConnReader, ConnWriter) {
     let mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
     (
-        ConnReader {
-            inner: r,
-            mac: mac.clone(),
-            direction: read_direction,
-            seq: 0,
-            pending: bytes::BytesMut::new(),
-            spin: std::time::Duration::ZERO,
-        },
+        ConnReader { inner: r, mac: mac.clone(), direction: read_direction, seq: 0, pending: bytes::BytesMut::new() },
         ConnWriter {
             inner: std::sync::Arc::new(WriteHalf::Tokio(w)),
             mac,
@@ -480,8 +470,7 @@ impl ConnReader {
     /// the next frame, whose tag is checked first.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RpcError> {
         if self.pending.is_empty() {
-            let mut frame =
-                if self.spin.is_zero() { next_raw(&mut self.inner).await? } else { self.spin_next().await? };
+            let mut frame = next_raw(&mut self.inner).await?;
             open_frame_with(&self.mac, self.direction, self.seq, &frame)?;
             self.seq += 1;
             let _ = frame.split_to(TAG);
@@ -495,37 +484,6 @@ impl ConnReader {
         let used = self.pending.len() - rest.len();
         let _ = self.pending.split_to(used);
         Ok(msg)
-    }
-}
-
-impl ConnReader {
-    /// Makes [`recv`](Self::recv) poll for up to `budget` before sleeping
-    /// on the socket. Waking a sleeping thread costs 10-30 µs on the virtual
-    /// machines Ember runs on, twice per round trip; a control connection
-    /// that expects an answer soon keeps its I/O thread polling instead. The
-    /// polls yield to the runtime, which checks every socket without
-    /// blocking in between, so the thread's other connections are served.
-    pub fn spin_wait(&mut self, budget: std::time::Duration) {
-        self.spin = budget;
-    }
-
-    async fn spin_next(&mut self) -> Result<bytes::BytesMut, RpcError> {
-        let start = std::time::Instant::now();
-        let next = next_raw(&mut self.inner);
-        tokio::pin!(next);
-        loop {
-            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await;
-            if let std::task::Poll::Ready(frame) = polled {
-                return frame;
-            }
-            if start.elapsed() >= self.spin {
-                return next.await;
-            }
-            // Give the CPU to any thread with work, then let the runtime
-            // check its sockets and other tasks.
-            std::thread::yield_now();
-            tokio::task::yield_now().await;
-        }
     }
 }
 
@@ -618,22 +576,6 @@ mod tests {
             assert_eq!((v[0], v.len()), (byte, len));
         }
         assert_eq!(sr.seq, 2, "the third and fourth message shared the second frame");
-    }
-
-    #[tokio::test]
-    async fn a_polling_reader_gets_frames_sent_during_and_after_its_budget() {
-        let (_cr, mut cw, mut sr, _sw) = pair(1 << 20).await;
-        sr.spin_wait(std::time::Duration::from_millis(2));
-        let sender = tokio::spawn(async move {
-            cw.send(&1u32).await.unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            cw.send(&2u32).await.unwrap();
-            cw
-        });
-        assert_eq!(sr.recv::<u32>().await.unwrap(), 1);
-        assert_eq!(sr.recv::<u32>().await.unwrap(), 2);
-        drop(sender.await.unwrap());
-        assert!(matches!(sr.recv::<u32>().await, Err(RpcError::Closed)));
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ pub mod messages;
 pub mod runtime;
 pub mod shared;
 
-pub use blocking::{detach, BlockingReader};
+pub use blocking::{detach, wait_any, BlockingReader};
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};

@@ -4,14 +4,19 @@
 //! arrivals and losses, cancellations. Everything that changes scheduling
 //! state happens here, so the state machines need no locks.
 //!
-//! It is a plain thread on a channel rather than an async task: it never
-//! waits on the network itself (backends forward their messages into the
-//! channel), and a blocking receive has the lowest latency for tiny jobs.
+//! It is a plain thread rather than an async task, and it never waits on
+//! the network for anything but its next message: an in-process backend
+//! feeds it through its channel, and a backend with executor connections
+//! lets it read them itself ([`SchedulerBackend::poll_incoming`]) —
+//! non-blocking reads while it polls, `poll(2)` on the sockets and the
+//! channel's [`Doorbell`] while it sleeps — so a status update reaches the
+//! schedulers without a hand-off from another thread.
 
 use crate::dag::{DagAction, DagEvent, DagScheduler};
+use crate::doorbell::{Doorbell, LoopReceiver, LoopSender};
 use crate::listener::{ListenerBus, ListenerEvent};
 use crate::task_scheduler::{Launch, TaskScheduler, TaskSet, TsOutput};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use ember_common::{Clock, Error, ExecutorId, JobId, Result, TaskId};
 use ember_core::codec::{encode_stage, EncodableNode};
 use ember_core::task::{StageAttempt, StagePayload, TaskState};
@@ -33,6 +38,19 @@ pub trait SchedulerBackend: Send {
     /// at once need not implement it.
     fn flush(&mut self) {}
     fn stop(&mut self);
+    /// True if the loop must read the backend's connections itself
+    /// ([`poll_incoming`](Self::poll_incoming),
+    /// [`wait_incoming`](Self::wait_incoming)); false if everything the
+    /// backend has to say comes through the loop's channel.
+    fn reads_connections(&self) -> bool {
+        false
+    }
+    /// Reads what has arrived on the backend's connections, without
+    /// blocking, and appends the messages for the loop to `into`.
+    fn poll_incoming(&mut self, _into: &mut Vec<LoopMsg>) {}
+    /// Sleeps until a connection has something to read, `bell` rings, or
+    /// `timeout` passes (a backend may wake earlier, for its own checks).
+    fn wait_incoming(&mut self, _bell: &Doorbell, _timeout: Option<Duration>) {}
 }
 
 /// Messages into the event loop.
@@ -98,30 +116,21 @@ pub struct LoopConfig {
 
 /// The driver side's handle on the running event loop.
 pub struct DriverHandle {
-    tx: Sender<LoopMsg>,
+    tx: LoopSender,
     thread: Mutex<Option<JoinHandle<()>>>,
     next_job_id: AtomicU64,
 }
 
 impl DriverHandle {
+    /// Starts the loop on `channel` (made first, so that executors created
+    /// before the loop can already hold its sender).
     pub fn start(
         config: LoopConfig,
         backend: Box<dyn SchedulerBackend>,
         bus: Arc<ListenerBus>,
         clock: Arc<dyn Clock>,
-    ) -> (Self, Sender<LoopMsg>) {
-        Self::start_with_channel(config, backend, bus, clock, unbounded())
-    }
-
-    /// Like [`start`](Self::start), on a channel made earlier (so executors
-    /// created before the loop can already hold its sender).
-    pub fn start_with_channel(
-        config: LoopConfig,
-        backend: Box<dyn SchedulerBackend>,
-        bus: Arc<ListenerBus>,
-        clock: Arc<dyn Clock>,
-        (tx, rx): (Sender<LoopMsg>, Receiver<LoopMsg>),
-    ) -> (Self, Sender<LoopMsg>) {
+        (tx, rx): (LoopSender, LoopReceiver),
+    ) -> Self {
         let thread = std::thread::Builder::new()
             .name("ember-dag-scheduler".into())
             // Deep lineage is dropped and walked here; give it room.
@@ -144,11 +153,7 @@ impl DriverHandle {
                 state.run(rx);
             })
             .expect("spawn scheduler thread");
-        (DriverHandle { tx: tx.clone(), thread: Mutex::new(Some(thread)), next_job_id: AtomicU64::new(0) }, tx)
-    }
-
-    pub fn sender(&self) -> &Sender<LoopMsg> {
-        &self.tx
+        DriverHandle { tx, thread: Mutex::new(Some(thread)), next_job_id: AtomicU64::new(0) }
     }
 
     /// Submits a job; results and completion arrive on the returned receiver.
@@ -211,45 +216,74 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn run(&mut self, rx: Receiver<LoopMsg>) {
+    fn run(&mut self, rx: LoopReceiver) {
+        let mut incoming: Vec<LoopMsg> = Vec::new();
         loop {
             // Tasks held back for locality must be offered again when their
             // wait ends, even if nothing else happens by then.
             let deadline = if self.ts.holds_tasks_for_locality() {
                 let now = self.clock.now_millis();
-                self.ts.locality_deadline(now).map(|d| d - now)
+                self.ts.locality_deadline(now).map(|d| Duration::from_millis(d - now))
             } else {
                 None
             };
-            let spun = ember_common::spin::spin_for(self.spin_wait, || rx.try_recv().ok());
-            let msg = match (spun, deadline) {
-                (Some(msg), _) => Ok(msg),
-                (None, None) => rx.recv().map_err(|_| ()),
-                (None, Some(wait)) => match rx.recv_timeout(Duration::from_millis(wait)) {
-                    Ok(msg) => Ok(msg),
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.make_offers();
-                        self.end_turn();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => Err(()),
-                },
-            };
-            let Ok(msg) = msg else { break };
-            if !self.handle(msg) {
-                break;
+            let backend = &mut self.backend;
+            let reads = backend.reads_connections();
+            let spun = ember_common::spin::spin_for(self.spin_wait, || {
+                take_incoming(&rx, &mut **backend, reads, &mut incoming);
+                (!incoming.is_empty()).then_some(())
+            });
+            if spun.is_none() {
+                self.sleep(&rx, deadline, &mut incoming);
+                if incoming.is_empty() {
+                    // The locality wait ended (or nothing came after all).
+                    self.make_offers();
+                    self.end_turn();
+                    continue;
+                }
             }
-            // Drain whatever else is queued before making offers.
-            while let Ok(msg) = rx.try_recv() {
-                if !self.handle(msg) {
-                    self.shutdown();
-                    return;
+            // Handle it, and whatever else is queued, before making offers.
+            loop {
+                for msg in incoming.drain(..) {
+                    if !self.handle(msg) {
+                        self.shutdown();
+                        return;
+                    }
+                }
+                take_incoming(&rx, &mut *self.backend, reads, &mut incoming);
+                if incoming.is_empty() {
+                    break;
                 }
             }
             self.make_offers();
             self.end_turn();
         }
-        self.shutdown();
+    }
+
+    /// Sleeps until a message arrives or `deadline` passes: on the channel,
+    /// or — when the loop reads the backend's connections — on them and the
+    /// channel's doorbell.
+    fn sleep(&mut self, rx: &LoopReceiver, deadline: Option<Duration>, into: &mut Vec<LoopMsg>) {
+        if !self.backend.reads_connections() {
+            let msg = match deadline {
+                None => rx.rx.recv().map_err(|_| ()),
+                Some(wait) => match rx.rx.recv_timeout(wait) {
+                    Ok(msg) => Ok(msg),
+                    Err(RecvTimeoutError::Timeout) => return,
+                    Err(RecvTimeoutError::Disconnected) => Err(()),
+                },
+            };
+            into.push(msg.unwrap_or(LoopMsg::Stop));
+            return;
+        }
+        rx.bell.going_to_sleep();
+        // Look once more: what was sent before the announcement rang no bell.
+        take_incoming(rx, &mut *self.backend, true, into);
+        if into.is_empty() {
+            self.backend.wait_incoming(&rx.bell, deadline);
+        }
+        rx.bell.woke();
+        take_incoming(rx, &mut *self.backend, true, into);
     }
 
     /// Sends what the turn queued: messages to executors, listener events.
@@ -433,5 +467,24 @@ impl LoopState {
         for l in launches {
             self.backend.launch(l);
         }
+    }
+}
+
+/// Moves what has arrived — on the channel, and on the backend's
+/// connections if the loop reads them — into `into`. A channel whose every
+/// sender is gone reads as `Stop`.
+fn take_incoming(rx: &LoopReceiver, backend: &mut dyn SchedulerBackend, reads: bool, into: &mut Vec<LoopMsg>) {
+    loop {
+        match rx.rx.try_recv() {
+            Ok(msg) => into.push(msg),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                into.push(LoopMsg::Stop);
+                break;
+            }
+        }
+    }
+    if reads {
+        backend.poll_incoming(into);
     }
 }

@@ -9,12 +9,16 @@
 //!   `ember.task.maxFailures`.
 //! - [`event_loop`]: the thin thread that feeds both from a channel and talks
 //!   to a [`event_loop::SchedulerBackend`].
+//! - [`doorbell`]: the loop's channel, which wakes the loop when it sleeps
+//!   on its backend's connections.
 //! - [`listener`]: the listener bus that carries job/stage/task events.
 
 pub mod dag;
+pub mod doorbell;
 pub mod event_loop;
 pub mod listener;
 pub mod task_scheduler;
 
+pub use doorbell::{loop_channel, LoopReceiver, LoopSender};
 pub use event_loop::{DriverHandle, JobMsg, LoopMsg, SchedulerBackend};
 pub use listener::{Listener, ListenerBus, ListenerEvent};
