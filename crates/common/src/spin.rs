@@ -15,7 +15,16 @@ use std::time::{Duration, Instant};
 /// jobs keeps every thread on the path awake from one job to the next.
 pub const DEFAULT_SPIN_WAIT: Duration = Duration::from_millis(1);
 
+/// How long [`spin_for`] polls without yielding: an answer is often a few
+/// hundred nanoseconds away, and a yield costs a context switch.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
 /// Calls `attempt` until it yields a value or `budget` has passed.
+///
+/// It polls without yielding for at most [`PURE_SPIN`] — bounded by time,
+/// not by count, because a poll may be a system call (an idle task thread
+/// reading a socket), and 32 of those held a CPU for 25-50 µs — then
+/// yields the CPU between polls.
 pub fn spin_for<T>(budget: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     if let Some(v) = attempt() {
         return Some(v);
@@ -24,13 +33,15 @@ pub fn spin_for<T>(budget: Duration, mut attempt: impl FnMut() -> Option<T>) -> 
         return None;
     }
     let start = Instant::now();
+    let mut yielding = false;
     let mut round = 0u32;
     loop {
-        if round < 32 {
+        if !yielding {
             std::hint::spin_loop();
+            yielding = round >= 32 || start.elapsed() >= PURE_SPIN;
         } else {
             std::thread::yield_now();
-            // Reading the clock costs about as much as a poll; look every 8th.
+            // Reading the clock costs about as much as a cheap poll; look every 8th.
             if round.is_multiple_of(8) && start.elapsed() > budget {
                 return attempt();
             }
@@ -88,5 +99,21 @@ mod tests {
         let got = spin_for(Duration::from_secs(600), || ready.load(Ordering::Acquire).then_some(42));
         assert_eq!(got, Some(42));
         setter.join().unwrap();
+    }
+
+    #[test]
+    fn slow_polls_start_yielding_within_microseconds_not_after_32_of_them() {
+        // Each poll takes 100 us; without the time bound the first 32 would
+        // run back to back, never yielding, for 3.2 ms.
+        // The budget is checked every 8th yielding round, so about 16 polls
+        // fit in 1 ms once yielding starts at once; 34 did before.
+        let mut polls = 0u32;
+        spin_for(Duration::from_millis(1), || {
+            polls += 1;
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(100) {}
+            None::<()>
+        });
+        assert!(polls < 32, "{polls} polls in a 1 ms budget");
     }
 }
