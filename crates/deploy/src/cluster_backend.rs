@@ -18,7 +18,7 @@ use ember_common::{ExecutorId, TaskFailure, TaskId};
 use ember_core::task::{TaskOutput, TaskState};
 use ember_rpc::{
     accept, BlockClients, BlockRequest, BlockResponse, BlockingReader, Secret, SharedWriter, ToDriver, ToExecutor,
-    PROTOCOL_VERSION,
+    WireStage, WireTask, PROTOCOL_VERSION,
 };
 use ember_scheduler::doorbell::Doorbell;
 use ember_scheduler::event_loop::{LoopMsg, SchedulerBackend};
@@ -291,10 +291,10 @@ impl ClusterBackend {
 
 impl SchedulerBackend for ClusterBackend {
     fn launch(&mut self, launch: Launch) {
-        let payload = launch.payload.map(|p| p.bytes.clone());
+        let stage = launch.payload.map(|p| WireStage { hash: p.hash, bytes: p.bytes.clone() });
         let exec = launch.executor.clone();
         let task_id = launch.task.task_id;
-        if !self.push(&exec, ToExecutor::LaunchTask { task: launch.task, payload }) {
+        if !self.push(&exec, ToExecutor::LaunchTask { task: WireTask::new(&launch.task), stage }) {
             // The executor vanished between the offer and the launch: fail the attempt so it is retried.
             let _ = self.shared.loop_tx.send(LoopMsg::StatusUpdate {
                 task_id,

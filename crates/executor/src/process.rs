@@ -30,7 +30,7 @@
 use crate::env::{ExecutorConfig, RemoteFetcher};
 use crate::executor::{Executor, ExecutorBackend};
 use crate::pool::Inbox;
-use ember_common::{ExecutorId, TaskFailure, TaskId};
+use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
 use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
 use ember_rpc::shared::Soon;
@@ -257,7 +257,7 @@ fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secre
     let clients = Arc::new(BlockClients::new(runtime.handle().clone(), secret.clone(), config.max_frame));
     let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
     let control = Arc::new(Control {
-        reader: Mutex::new(reader),
+        reader: Mutex::new(Reading { reader, stage_hashes: HashMap::new() }),
         executor: OnceLock::new(),
         out: out.clone(),
         stop: stop_tx,
@@ -321,7 +321,7 @@ fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secre
 /// The driver's connection as the task threads' [`Inbox`]: whichever
 /// thread is idle reads it and handles what it brings.
 struct Control {
-    reader: Mutex<BlockingReader>,
+    reader: Mutex<Reading>,
     /// Set once the executor exists; nothing is read before.
     executor: OnceLock<Weak<Executor>>,
     out: Arc<SharedWriter>,
@@ -333,6 +333,14 @@ struct Control {
     heard_ms: AtomicU64,
 }
 
+/// What the reading thread holds.
+struct Reading {
+    reader: BlockingReader,
+    /// The payload hash of each stage attempt this executor has received:
+    /// a `LaunchTask` after the attempt's first names the attempt only.
+    stage_hashes: HashMap<(StageId, u32), [u8; 32]>,
+}
+
 impl Control {
     /// Reads and handles every message that has arrived, after sleeping on
     /// the socket for up to `wait` if given. False if another thread is
@@ -342,7 +350,8 @@ impl Control {
             return false;
         }
         let Some(executor) = self.executor.get().and_then(Weak::upgrade) else { return false };
-        let Some(mut reader) = self.reader.try_lock() else { return false };
+        let Some(mut reading) = self.reader.try_lock() else { return false };
+        let Reading { reader, stage_hashes } = &mut *reading;
         if let Some(t) = wait {
             if let Err(e) = reader.wait(t) {
                 self.end(format!("cannot wait on the driver connection: {e}"));
@@ -354,7 +363,7 @@ impl Control {
             match reader.try_recv::<ToExecutor>() {
                 Ok(Some(msg)) => {
                     heard = true;
-                    if !self.handle(&executor, msg) {
+                    if !self.handle(&executor, stage_hashes, msg) {
                         break;
                     }
                 }
@@ -372,14 +381,29 @@ impl Control {
     }
 
     /// False when the process must stop.
-    fn handle(&self, executor: &Executor, msg: ToExecutor) -> bool {
+    fn handle(
+        &self,
+        executor: &Executor,
+        stage_hashes: &mut HashMap<(StageId, u32), [u8; 32]>,
+        msg: ToExecutor,
+    ) -> bool {
         match msg {
-            ToExecutor::LaunchTask { task, payload } => {
-                let payload = payload.map(|bytes| Arc::new(StagePayload { hash: task.payload_hash, bytes }));
-                executor.launch_task(task, payload);
+            ToExecutor::LaunchTask { task, stage } => {
+                let attempt = (task.stage_id, task.stage_attempt);
+                // An attempt never received gets no hash, and the task fails
+                // to find its stage, as it would with a wrong hash.
+                let hash = match &stage {
+                    Some(s) => *stage_hashes.entry(attempt).insert_entry(s.hash).get(),
+                    None => stage_hashes.get(&attempt).copied().unwrap_or_default(),
+                };
+                let payload = stage.map(|s| Arc::new(StagePayload { hash: s.hash, bytes: s.bytes }));
+                executor.launch_task(task.describe(hash), payload);
             }
             ToExecutor::KillTask { task_id, reason } => executor.kill_task(task_id, &reason),
-            ToExecutor::ReleaseStage { payload_hash } => executor.release_stage(&payload_hash),
+            ToExecutor::ReleaseStage { payload_hash } => {
+                stage_hashes.retain(|_, h| *h != payload_hash);
+                executor.release_stage(&payload_hash);
+            }
             ToExecutor::UnpersistRdd { rdd_id } => {
                 executor.env().blocks().remove_rdd(rdd_id);
             }

@@ -27,6 +27,6 @@ pub mod shared;
 pub use blocking::{detach, wait_any, BlockingReader};
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
-pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, PROTOCOL_VERSION};
+pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, WireStage, WireTask, PROTOCOL_VERSION};
 pub use runtime::io_runtime;
 pub use shared::SharedWriter;
