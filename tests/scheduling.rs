@@ -133,6 +133,39 @@ fn jobs_from_several_threads_run_concurrently_and_correctly() {
 }
 
 #[test]
+fn the_same_action_from_several_threads_at_once_runs_every_time() {
+    // Concurrent runs of one action encode byte-identical stages: the
+    // payload reaches an executor once, and every attempt must still find it.
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let rdd = sc.parallelize((0..2000u64).collect::<Vec<u64>>(), 8).map(|x| x + 1);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (rdd, start) = (rdd.clone(), &start);
+                s.spawn(move || {
+                    start.wait();
+                    for _ in 0..15 {
+                        assert_eq!(rdd.count().unwrap(), 2000);
+                        assert_eq!(rdd.reduce(|a, b| a + b).unwrap(), 2001 * 1000);
+                    }
+                });
+            }
+        });
+        // Not one attempt may fail (a retry would hide a missing stage).
+        let failures: Vec<String> = log
+            .events(sc)
+            .iter()
+            .filter_map(|e| match e {
+                ListenerEvent::TaskEnd { failure: Some(f), .. } => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(failures.is_empty(), "{} failed attempts, first: {:?}", failures.len(), failures.first());
+    });
+}
+
+#[test]
 fn a_second_action_reuses_shuffle_outputs() {
     each_master(|sc| {
         let log = EventLog::attach(sc);

@@ -14,7 +14,7 @@
 //! been silent for `ember.network.timeout`.
 
 use crossbeam_channel::Sender;
-use ember_common::{ExecutorId, TaskFailure, TaskId};
+use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
 use ember_core::task::{TaskOutput, TaskState};
 use ember_rpc::{
     accept, BlockClients, BlockRequest, BlockResponse, BlockingReader, Secret, SharedWriter, ToDriver, ToExecutor,
@@ -49,6 +49,7 @@ struct ExecutorConn {
 /// A registered executor's connection as the event loop reads it.
 struct Incoming {
     id: ExecutorId,
+    cores: usize,
     block_address: String,
     reader: BlockingReader,
     link: Arc<SharedWriter>,
@@ -164,6 +165,7 @@ impl DriverEndpoint {
             incoming: Vec::new(),
             lost: Vec::new(),
             silence_checked: Instant::now(),
+            attempts: HashMap::new(),
         }
     }
 }
@@ -221,14 +223,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             link.send(&ToExecutor::RegisteredExecutor);
             shared.executors.lock().insert(id.clone(), ExecutorConn { link: link.clone() });
             shared.registered.lock().push(Incoming {
-                id: id.clone(),
+                id,
+                cores,
                 block_address,
                 reader,
                 link,
                 last_seen: Instant::now(),
             });
             shared.any_registered.store(true, Ordering::Release);
-            let _ = shared.loop_tx.send(LoopMsg::ExecutorAdded { executor: id, cores });
+            // The event loop reports the executor added when it takes the
+            // connection, so its loss can never come first.
+            shared.loop_tx.wake();
         });
     }
 }
@@ -264,6 +269,9 @@ pub struct ClusterBackend {
     /// Connections found dead in this poll, with why.
     lost: Vec<(usize, String)>,
     silence_checked: Instant,
+    /// Per executor, the stage attempts it has been told about, with their
+    /// payload hashes: the first task of an attempt carries its hash.
+    attempts: HashMap<ExecutorId, HashMap<(StageId, u32), [u8; 32]>>,
 }
 
 impl ClusterBackend {
@@ -281,6 +289,7 @@ impl ClusterBackend {
     fn lose(&mut self, index: usize, reason: String, into: &mut Vec<LoopMsg>) {
         let conn = self.incoming.swap_remove(index);
         self.shared.executors.lock().remove(&conn.id);
+        self.attempts.remove(&conn.id);
         tracing::warn!(executor = %conn.id, %reason, "executor lost");
         for w in self.shared.lost_watchers.lock().iter() {
             let _ = w.send(conn.id.clone());
@@ -291,8 +300,13 @@ impl ClusterBackend {
 
 impl SchedulerBackend for ClusterBackend {
     fn launch(&mut self, launch: Launch) {
-        let stage = launch.payload.map(|p| WireStage { hash: p.hash, bytes: p.bytes.clone() });
         let exec = launch.executor.clone();
+        let (attempt, hash) = ((launch.task.stage_id, launch.task.stage_attempt), launch.task.payload_hash);
+        let first = self.attempts.entry(exec.clone()).or_default().insert(attempt, hash).is_none();
+        // The scheduler attaches the payload once per hash per executor; the
+        // hash goes with each attempt's first task there.
+        let stage = (first || launch.payload.is_some())
+            .then(|| WireStage { hash, bytes: launch.payload.map(|p| p.bytes.clone()) });
         let task_id = launch.task.task_id;
         if !self.push(&exec, ToExecutor::LaunchTask { task: WireTask::new(&launch.task), stage }) {
             // The executor vanished between the offer and the launch: fail the attempt so it is retried.
@@ -314,6 +328,9 @@ impl SchedulerBackend for ClusterBackend {
     /// a millisecond, rather than costing a write and a wake-up of its own
     /// at the end of every job.
     fn release(&mut self, executor: &ExecutorId, payload_hash: [u8; 32]) {
+        if let Some(attempts) = self.attempts.get_mut(executor) {
+            attempts.retain(|_, h| *h != payload_hash);
+        }
         if let Some(c) = self.shared.executors.lock().get(executor) {
             c.link.push(&ToExecutor::ReleaseStage { payload_hash });
             c.link.flush_soon();
@@ -344,7 +361,10 @@ impl SchedulerBackend for ClusterBackend {
 
     fn poll_incoming(&mut self, into: &mut Vec<LoopMsg>) {
         if self.shared.any_registered.swap(false, Ordering::AcqRel) {
-            self.incoming.append(&mut self.shared.registered.lock());
+            for conn in self.shared.registered.lock().drain(..) {
+                into.push(LoopMsg::ExecutorAdded { executor: conn.id.clone(), cores: conn.cores });
+                self.incoming.push(conn);
+            }
         }
         let mut now = None;
         for (index, conn) in self.incoming.iter_mut().enumerate() {

@@ -9,8 +9,8 @@
 //! the task threads. One idle thread at a time reads; the others sleep on
 //! the queue and are woken when the reader queues more than it can run.
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,14 +31,23 @@ pub trait Inbox: Send + Sync {
     /// another thread is reading or there was nothing.
     fn poll(&self) -> bool;
     /// Sleeps until messages arrive or `timeout` passes, and handles them.
-    /// False at once if another thread is reading.
-    fn wait(&self, timeout: Duration) -> bool;
+    /// False at once if another thread is reading. Once this thread is the
+    /// reader it does not sleep if `work_queued` says a task waits.
+    fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool;
 }
 
 pub struct TaskPool {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     busy: Arc<BusyClock>,
+}
+
+/// Threads asleep on the task queue, and how to wake one of them to read
+/// the inbox when its reader leaves to run a task.
+struct Sleepers {
+    count: AtomicUsize,
+    nudge_tx: Sender<()>,
+    nudge_rx: Receiver<()>,
 }
 
 /// When each thread started its current job (milliseconds since `epoch`,
@@ -67,13 +76,15 @@ impl TaskPool {
         let threads = threads.max(1);
         let busy =
             Arc::new(BusyClock { epoch: Instant::now(), since: (0..threads).map(|_| AtomicU64::new(0)).collect() });
+        let (nudge_tx, nudge_rx) = unbounded();
+        let sleepers = Arc::new(Sleepers { count: AtomicUsize::new(0), nudge_tx, nudge_rx });
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (rx, inbox, busy) = (rx.clone(), inbox.clone(), busy.clone());
+            let (rx, inbox, busy, sleepers) = (rx.clone(), inbox.clone(), busy.clone(), sleepers.clone());
             handles.push(
                 std::thread::Builder::new().name(format!("{name}-task-{i}")).stack_size(TASK_STACK_SIZE).spawn(
                     move || {
-                        while let Some(job) = next_job(&rx, inbox.as_deref(), spin_wait) {
+                        while let Some(job) = next_job(&rx, inbox.as_deref(), &sleepers, spin_wait) {
                             busy.since[i].store(busy.now(), Ordering::Relaxed);
                             job();
                             busy.since[i].store(0, Ordering::Relaxed);
@@ -114,38 +125,63 @@ impl TaskPool {
 /// The next job for an idle thread: queued work, or work the inbox
 /// brings. Polls for `spin_wait`, then sleeps — on the inbox if no other
 /// thread does, else on the queue. None once the pool shuts down.
-fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, spin_wait: Duration) -> Option<Job> {
-    let mut closed = false;
-    let mut take = || match rx.try_recv() {
-        Ok(job) => Some(Some(job)),
-        Err(TryRecvError::Disconnected) => {
-            closed = true;
-            Some(None)
-        }
-        Err(TryRecvError::Empty) => None,
+fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, spin_wait: Duration) -> Option<Job> {
+    let Some(inbox) = inbox else {
+        let spun = ember_common::spin::spin_for(spin_wait, || rx.try_recv().ok());
+        return spun.or_else(|| rx.recv().ok());
     };
-    let spun = ember_common::spin::spin_for(spin_wait, || {
-        take().or_else(|| inbox.is_some_and(|i| i.poll()).then(&mut take).flatten())
-    });
-    if let Some(next) = spun {
-        return next;
-    }
-    if closed {
-        return None;
-    }
-    let Some(inbox) = inbox else { return rx.recv().ok() };
     loop {
-        if inbox.wait(PARK_SLICE) {
-            match rx.try_recv() {
-                Ok(job) => return Some(job),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => continue,
+        let mut closed = false;
+        let mut read = false;
+        let mut take = || match rx.try_recv() {
+            Ok(job) => Some(Some(job)),
+            Err(TryRecvError::Disconnected) => {
+                closed = true;
+                Some(None)
             }
-        }
-        match rx.recv_timeout(PARK_SLICE) {
-            Ok(job) => return Some(job),
-            Err(RecvTimeoutError::Disconnected) => return None,
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(TryRecvError::Empty) => None,
+        };
+        let spun = ember_common::spin::spin_for(spin_wait, || {
+            take().or_else(|| {
+                read |= inbox.poll();
+                read.then(&mut take).flatten()
+            })
+        });
+        let next = match spun {
+            Some(next) => Some(next),
+            None if closed => return None,
+            // Sleep on the socket if no other thread does.
+            None if inbox.wait(PARK_SLICE, &|| !rx.is_empty()) => {
+                read = true;
+                match rx.try_recv() {
+                    Ok(job) => Some(Some(job)),
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => None,
+                }
+            }
+            // Another thread reads: sleep on the queue, or until nudged to read.
+            None => {
+                sleepers.count.fetch_add(1, Ordering::SeqCst);
+                let woke = crossbeam_channel::select! {
+                    recv(rx) -> job => Some(job.ok()),
+                    recv(sleepers.nudge_rx) -> _ => None,
+                    default(PARK_SLICE) => None,
+                };
+                sleepers.count.fetch_sub(1, Ordering::SeqCst);
+                woke
+            }
+        };
+        match next {
+            Some(Some(job)) => {
+                // This thread read the inbox and leaves to run a task: if
+                // others sleep on the queue, one of them reads meanwhile.
+                if read && sleepers.count.load(Ordering::SeqCst) > 0 {
+                    let _ = sleepers.nudge_tx.send(());
+                }
+                return Some(job);
+            }
+            Some(None) => return None,
+            None => continue,
         }
     }
 }
@@ -160,7 +196,6 @@ impl Drop for TaskPool {
 mod tests {
     use super::*;
     use parking_lot::Mutex;
-    use std::sync::atomic::AtomicUsize;
 
     /// An inbox fed by a channel: each message is a number of jobs to queue.
     struct TestInbox {
@@ -202,8 +237,8 @@ mod tests {
         fn poll(&self) -> bool {
             self.read(None)
         }
-        fn wait(&self, timeout: Duration) -> bool {
-            self.read(Some(timeout))
+        fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool {
+            self.read(Some(if work_queued() { Duration::ZERO } else { timeout }))
         }
     }
 

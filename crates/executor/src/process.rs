@@ -310,7 +310,10 @@ fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secre
             break format!("no word from the driver within ember.network.timeout ({timeout:?})");
         }
         while executor.all_busy_for(BUSY_BEFORE_WATCH) && !control.ended.load(Ordering::Acquire) {
-            control.read(Some(Duration::from_millis(2)));
+            control.read(Some((Duration::from_millis(2), &|| false)));
+            if control.silence() > timeout {
+                break;
+            }
         }
     };
     tracing::info!(%reason, "executor exiting");
@@ -343,16 +346,26 @@ struct Reading {
 
 impl Control {
     /// Reads and handles every message that has arrived, after sleeping on
-    /// the socket for up to `wait` if given. False if another thread is
-    /// reading, or (without `wait`) nothing had arrived.
-    fn read(&self, wait: Option<Duration>) -> bool {
+    /// the socket for up to `wait`'s duration if given (and its check finds
+    /// no task queued). False if another thread is reading, or (without
+    /// `wait`) nothing had arrived.
+    fn read(&self, wait: Option<(Duration, &dyn Fn() -> bool)>) -> bool {
         if self.ended.load(Ordering::Acquire) {
             return false;
         }
-        let Some(executor) = self.executor.get().and_then(Weak::upgrade) else { return false };
+        let Some(executor) = self.executor.get().and_then(Weak::upgrade) else {
+            // Task threads start before the executor is in place: those
+            // that would sleep look again soon rather than sleep long.
+            if let Some((t, _)) = wait {
+                std::thread::sleep(t.min(Duration::from_millis(1)));
+                return true;
+            }
+            return false;
+        };
         let Some(mut reading) = self.reader.try_lock() else { return false };
         let Reading { reader, stage_hashes } = &mut *reading;
-        if let Some(t) = wait {
+        // Never sleep on the socket while a task waits in the queue.
+        if let Some((t, _)) = wait.filter(|(_, work_queued)| !work_queued()) {
             if let Err(e) = reader.wait(t) {
                 self.end(format!("cannot wait on the driver connection: {e}"));
                 return true;
@@ -396,7 +409,7 @@ impl Control {
                     Some(s) => *stage_hashes.entry(attempt).insert_entry(s.hash).get(),
                     None => stage_hashes.get(&attempt).copied().unwrap_or_default(),
                 };
-                let payload = stage.map(|s| Arc::new(StagePayload { hash: s.hash, bytes: s.bytes }));
+                let payload = stage.and_then(|s| s.bytes.map(|bytes| Arc::new(StagePayload { hash: s.hash, bytes })));
                 executor.launch_task(task.describe(hash), payload);
             }
             ToExecutor::KillTask { task_id, reason } => executor.kill_task(task_id, &reason),
@@ -438,8 +451,8 @@ impl Inbox for Control {
         self.read(None)
     }
 
-    fn wait(&self, timeout: Duration) -> bool {
-        self.read(Some(timeout))
+    fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool {
+        self.read(Some((timeout, work_queued)))
     }
 }
 

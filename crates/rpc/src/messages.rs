@@ -102,12 +102,15 @@ impl WireTask {
     }
 }
 
-/// A stage attempt's encoded payload and its hash.
+/// A stage attempt's hash, with the first of its tasks an executor
+/// receives, and its encoded payload unless the executor already holds it
+/// (for another attempt with the same contents, say the same action run by
+/// two threads at once).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireStage {
     pub hash: [u8; 32],
     #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// A request to an executor's block server.

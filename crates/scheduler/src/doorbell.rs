@@ -71,6 +71,12 @@ pub struct LoopSender {
 pub struct LoopEnded;
 
 impl LoopSender {
+    /// Wakes the loop if it sleeps, so it looks at its backend's
+    /// connections (a new one, say) without a message on the channel.
+    pub fn wake(&self) {
+        self.bell.ring_if_asleep();
+    }
+
     pub fn send(&self, msg: LoopMsg) -> Result<(), LoopEnded> {
         self.tx.send(msg).map_err(|_| LoopEnded)?;
         self.bell.ring_if_asleep();
