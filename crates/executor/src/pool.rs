@@ -150,26 +150,7 @@ fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, 
         let next = match spun {
             Some(next) => Some(next),
             None if closed => return None,
-            // Sleep on the socket if no other thread does.
-            None if inbox.wait(PARK_SLICE, &|| !rx.is_empty()) => {
-                read = true;
-                match rx.try_recv() {
-                    Ok(job) => Some(Some(job)),
-                    Err(TryRecvError::Disconnected) => return None,
-                    Err(TryRecvError::Empty) => None,
-                }
-            }
-            // Another thread reads: sleep on the queue, or until nudged to read.
-            None => {
-                sleepers.count.fetch_add(1, Ordering::SeqCst);
-                let woke = crossbeam_channel::select! {
-                    recv(rx) -> job => Some(job.ok()),
-                    recv(sleepers.nudge_rx) -> _ => None,
-                    default(PARK_SLICE) => None,
-                };
-                sleepers.count.fetch_sub(1, Ordering::SeqCst);
-                woke
-            }
+            None => park(rx, inbox, sleepers, &mut read),
         };
         match next {
             Some(Some(job)) => {
@@ -182,6 +163,36 @@ fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, 
             }
             Some(None) => return None,
             None => continue,
+        }
+    }
+}
+
+/// Sleeps until there is a job: on the socket if no other thread does
+/// (handling what arrives), else on the queue. `Some(None)` once the pool
+/// shuts down; `None` when nudged to take over reading, which the caller
+/// starts by polling.
+fn park(rx: &Receiver<Job>, inbox: &dyn Inbox, sleepers: &Sleepers, read: &mut bool) -> Option<Option<Job>> {
+    loop {
+        if inbox.wait(PARK_SLICE, &|| !rx.is_empty()) {
+            *read = true;
+            match rx.try_recv() {
+                Ok(job) => return Some(Some(job)),
+                Err(TryRecvError::Disconnected) => return Some(None),
+                // Nothing to run yet: keep sleeping on the socket.
+                Err(TryRecvError::Empty) => continue,
+            }
+        }
+        sleepers.count.fetch_add(1, Ordering::SeqCst);
+        let woke = crossbeam_channel::select! {
+            recv(rx) -> job => Some(Some(job.ok())),
+            recv(sleepers.nudge_rx) -> _ => Some(None),
+            default(PARK_SLICE) => None,
+        };
+        sleepers.count.fetch_sub(1, Ordering::SeqCst);
+        match woke {
+            Some(Some(job)) => return Some(job),
+            Some(None) => return None,
+            None => {}
         }
     }
 }
