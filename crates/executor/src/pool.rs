@@ -7,7 +7,8 @@
 //! it and, being idle, takes it itself, so no hand-off to another thread
 //! sits between the socket and the task, and no I/O thread polls beside
 //! the task threads. One idle thread at a time reads; the others sleep on
-//! the queue and are woken when the reader queues more than it can run.
+//! the queue, woken by the tasks the reader queues beyond the one it runs,
+//! or nudged to read in its place when it leaves to run a task.
 
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

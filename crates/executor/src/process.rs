@@ -72,15 +72,26 @@ fn run() -> Result<(), String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
     let secret = Secret::from_hex(&line).ok_or("stdin did not carry a valid application secret")?;
-    // Large lineages are dropped on the runtime's threads when stages are released.
     let runtime =
         ember_rpc::io_runtime("ember-executor-io", 64 << 20).map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let result = {
-        let _in_runtime = runtime.enter();
-        serve(&runtime, config, secret)
-    };
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    // The driver's messages are handled on task threads or, while those are
+    // busy, on the thread that runs `serve`. A released stage may be dropped
+    // there, walking its whole lineage, so that thread gets a task thread's
+    // stack rather than the process's main one.
+    std::thread::Builder::new()
+        .name("ember-executor-main".into())
+        .stack_size(crate::pool::TASK_STACK_SIZE)
+        .spawn(move || {
+            let result = {
+                let _in_runtime = runtime.enter();
+                serve(&runtime, config, secret)
+            };
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        })
+        .map_err(|e| format!("cannot start the executor's main thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("the executor's main thread panicked".into()))
 }
 
 /// Sends status updates to the driver, parking large results in the block

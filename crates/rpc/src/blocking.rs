@@ -112,43 +112,32 @@ impl BlockingReader {
     /// socket need not be waited on. (Part of a frame does not count: the
     /// rest must come from the socket.)
     pub fn has_buffered(&self) -> bool {
-        let have = self.end - self.start;
-        self.msg < self.msg_end
-            || (have >= 4 && {
-                let len = u32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes"));
-                have >= 4 + len as usize
-            })
+        self.msg < self.msg_end || self.next_frame_len().is_some_and(|len| self.end - self.start >= 4 + len)
     }
 
     /// Sleeps until the connection has bytes to read (or has closed), or
     /// until `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> Result<(), RpcError> {
-        if self.has_buffered() {
-            return Ok(());
-        }
-        let mut fds = [rustix::event::PollFd::new(&self.stream, rustix::event::PollFlags::IN)];
-        let timeout = rustix::event::Timespec::try_from(timeout)
-            .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX as _, tv_nsec: 0 });
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-            Err(e) => Err(RpcError::Io(e.into())),
-        }
+        sleep_until_readable([self], None, timeout)
+    }
+
+    /// The length of the next frame's body, once its header has arrived.
+    fn next_frame_len(&self) -> Option<usize> {
+        let header = self.buf.get(self.start..self.start + 4).filter(|_| self.end - self.start >= 4)?;
+        Some(u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize)
     }
 
     /// Makes the next complete frame current; false if none has arrived.
     fn next_frame(&mut self) -> Result<bool, RpcError> {
         loop {
-            let have = self.end - self.start;
-            if have >= 4 {
-                let len =
-                    u32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes")) as usize;
+            if let Some(len) = self.next_frame_len() {
                 if len > self.max_frame {
                     return Err(RpcError::Malformed(format!(
                         "a frame of {len} bytes exceeds the limit of {} bytes",
                         self.max_frame
                     )));
                 }
-                if have >= 4 + len {
+                if self.end - self.start >= 4 + len {
                     let body = self.start + 4..self.start + 4 + len;
                     self.start = body.end;
                     open_frame_with(&self.mac, self.direction, self.seq, &self.buf[body.clone()])?;
@@ -213,8 +202,16 @@ pub fn wait_any<'a>(
     also: std::os::fd::BorrowedFd<'_>,
     timeout: Duration,
 ) -> Result<(), RpcError> {
+    sleep_until_readable(readers, Some(also), timeout)
+}
+
+fn sleep_until_readable<'a>(
+    readers: impl IntoIterator<Item = &'a BlockingReader>,
+    also: Option<std::os::fd::BorrowedFd<'_>>,
+    timeout: Duration,
+) -> Result<(), RpcError> {
     use rustix::event::{PollFd, PollFlags};
-    let mut fds = vec![PollFd::from_borrowed_fd(also, PollFlags::IN)];
+    let mut fds: Vec<PollFd<'_>> = also.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)).into_iter().collect();
     for r in readers {
         if r.has_buffered() {
             return Ok(());
