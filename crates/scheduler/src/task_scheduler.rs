@@ -521,6 +521,11 @@ impl TaskScheduler {
             let tsm = self.sets.remove(&key).expect("present");
             self.keys.remove(&(key.1, key.2));
             let hash = tsm.set.payload.hash;
+            // Identical stage attempts (one action run from several threads)
+            // share a payload: it stays on executors until the last is done.
+            if self.sets.values().any(|t| t.set.payload.hash == hash) {
+                return out;
+            }
             for (id, slots) in self.executors.iter_mut() {
                 if slots.payloads.remove(&hash) {
                     out.push(TsOutput::Release { executor: id.clone(), payload_hash: hash });

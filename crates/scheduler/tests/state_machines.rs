@@ -266,6 +266,25 @@ fn offers_fill_free_cores_and_ship_each_payload_once_per_executor() {
 }
 
 #[test]
+fn a_payload_shared_by_two_live_sets_is_released_only_after_both() {
+    let mut ts = TaskScheduler::new(4);
+    ts.add_executor(ExecutorId::from("a"), 2);
+    let mut second = stage_zero(vec![0]);
+    (second.stage_id, second.job_id) = (StageId(1), JobId(1));
+    ts.submit(stage_zero(vec![0]), 0);
+    ts.submit(second, 0);
+    let (launches, _) = ts.resource_offers(0);
+    assert_eq!(launches.len(), 2);
+    assert_eq!(launches.iter().filter(|l| l.payload.is_some()).count(), 1, "the same payload goes once");
+    let done = || TaskState::Finished { output: TaskOutput::Result(vec![]), metrics: TaskMetricsSnapshot::default() };
+    let releases = |outs: &[TsOutput]| outs.iter().filter(|o| matches!(o, TsOutput::Release { .. })).count();
+    let first = ts.status_update(launches[0].task.task_id, done(), 0);
+    assert_eq!(releases(&first), 0, "the other set still runs on this payload");
+    let last = ts.status_update(launches[1].task.task_id, done(), 0);
+    assert_eq!(releases(&last), 1, "released once no set uses it");
+}
+
+#[test]
 fn earlier_jobs_are_served_first() {
     let mut ts = TaskScheduler::new(4);
     ts.add_executor(ExecutorId::from("a"), 1);
