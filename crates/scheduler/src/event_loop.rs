@@ -320,7 +320,7 @@ impl LoopState {
 
     fn post_events(&mut self) {
         if !self.events.is_empty() {
-            self.bus.post_all(std::mem::take(&mut self.events));
+            self.bus.post_all(&mut self.events);
         }
     }
 

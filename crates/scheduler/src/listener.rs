@@ -9,10 +9,20 @@
 //! neither a burst of short tasks nor a stream of tiny jobs pays a thread
 //! wake-up per event or per turn, and the bus thread does not compete for
 //! the CPU with the threads on a job's path.
+//!
+//! Until a listener is registered, posting drops events at once: a driver
+//! nobody listens to moves no events between threads.
+//!
+//! The queue's memory is reused: the bus thread hands each delivered batch
+//! back, emptied, as the next queue. A job of 10,000 tasks queues megabytes
+//! of events every few milliseconds; freshly allocated each time, that
+//! memory came from the OS as huge pages the event loop had to zero, which
+//! made the first job after a heavy one several times slower.
 
 use ember_common::{ExecutorId, JobId, StageId, TaskId};
 use ember_core::metrics::TaskMetricsSnapshot;
 use parking_lot::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,6 +93,8 @@ pub trait Listener: Send + Sync {
 
 struct BusState {
     queue: Vec<ListenerEvent>,
+    /// The last delivered batch, emptied: the next queue once this one goes.
+    spare: Vec<ListenerEvent>,
     posted: u64,
     processed: u64,
     /// The bus thread found nothing for a while and sleeps until notified.
@@ -106,18 +118,30 @@ const DELIVERY_INTERVAL: Duration = Duration::from_millis(5);
 const IDLE_POLLS: u32 = 20;
 /// Queued events that make a post wake the bus at once.
 const WAKE_AT: usize = 4096;
+/// A delivered batch keeps its memory for reuse up to this many events
+/// (a few MB); a larger one, from an unusual burst, is freed.
+const KEEP_CAPACITY: usize = 1 << 16;
 
 /// Delivers events to listeners on its own thread.
 pub struct ListenerBus {
     shared: Arc<Shared>,
     listeners: Arc<RwLock<Vec<Arc<dyn Listener>>>>,
+    /// Some listener is registered.
+    listening: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ListenerBus {
     pub fn start() -> Arc<Self> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(BusState { queue: Vec::new(), posted: 0, processed: 0, idle: false, stopping: false }),
+            state: Mutex::new(BusState {
+                queue: Vec::new(),
+                spare: Vec::new(),
+                posted: 0,
+                processed: 0,
+                idle: false,
+                stopping: false,
+            }),
             work: Condvar::new(),
             drained: Condvar::new(),
         });
@@ -127,29 +151,33 @@ impl ListenerBus {
             .name("ember-listener-bus".into())
             .spawn(move || deliver(&s2, &l2))
             .expect("spawn listener bus");
-        Arc::new(ListenerBus { shared, listeners, thread: Mutex::new(Some(thread)) })
+        Arc::new(ListenerBus { shared, listeners, listening: AtomicBool::new(false), thread: Mutex::new(Some(thread)) })
     }
 
+    /// Registers a listener; it hears events posted from now on.
     pub fn add_listener(&self, l: Arc<dyn Listener>) {
         self.listeners.write().push(l);
+        self.listening.store(true, Ordering::Release);
     }
 
     pub fn post(&self, event: ListenerEvent) {
-        self.post_all(vec![event]);
+        self.post_all(&mut vec![event]);
     }
 
     /// Posts events in order; they reach listeners within about
-    /// [`DELIVERY_INTERVAL`].
-    pub fn post_all(&self, mut events: Vec<ListenerEvent>) {
-        if events.is_empty() {
+    /// [`DELIVERY_INTERVAL`]. Leaves `events` empty, with its capacity.
+    pub fn post_all(&self, events: &mut Vec<ListenerEvent>) {
+        if events.is_empty() || !self.listening.load(Ordering::Acquire) {
+            events.clear();
             return;
         }
         let mut st = self.shared.state.lock();
         if st.stopping {
+            events.clear();
             return;
         }
         st.posted += events.len() as u64;
-        st.queue.append(&mut events);
+        st.queue.append(events);
         if st.idle || st.queue.len() >= WAKE_AT {
             st.idle = false;
             self.shared.work.notify_one();
@@ -202,7 +230,8 @@ fn deliver(shared: &Shared, listeners: &RwLock<Vec<Arc<dyn Listener>>>) {
             empty_polls = if st.queue.is_empty() { empty_polls + 1 } else { 0 };
             continue;
         }
-        let batch = std::mem::take(&mut st.queue);
+        let spare = std::mem::take(&mut st.spare);
+        let mut batch = std::mem::replace(&mut st.queue, spare);
         drop(st);
         {
             let listeners = listeners.read();
@@ -212,8 +241,13 @@ fn deliver(shared: &Shared, listeners: &RwLock<Vec<Arc<dyn Listener>>>) {
                 }
             }
         }
+        let delivered = batch.len() as u64;
+        batch.clear();
         st = shared.state.lock();
-        st.processed += batch.len() as u64;
+        st.processed += delivered;
+        if batch.capacity() <= KEEP_CAPACITY {
+            st.spare = batch;
+        }
         shared.drained.notify_all();
     }
 }
@@ -247,11 +281,44 @@ mod tests {
     fn batches_and_single_events_arrive_in_order_and_are_waited_for() {
         let (bus, record) = recording_bus();
         bus.post(added(0));
-        bus.post_all((1..=100).map(added).collect());
-        bus.post_all(Vec::new());
+        bus.post_all(&mut (1..=100).map(added).collect());
+        bus.post_all(&mut Vec::new());
         bus.post(added(101));
         assert!(bus.wait_until_empty(Duration::from_secs(30)));
         assert_eq!(*record.0.lock(), (0..=101).collect::<Vec<_>>());
+        bus.stop();
+    }
+
+    #[test]
+    fn without_listeners_posts_queue_nothing() {
+        let bus = ListenerBus::start();
+        let mut events: Vec<ListenerEvent> = (0..10).map(added).collect();
+        bus.post_all(&mut events);
+        assert!(events.is_empty());
+        assert_eq!(bus.shared.state.lock().posted, 0);
+        let record = Arc::new(Record(Mutex::new(Vec::new())));
+        bus.add_listener(record.clone());
+        bus.post(added(7));
+        assert!(bus.wait_until_empty(Duration::from_secs(30)));
+        assert_eq!(*record.0.lock(), vec![7], "a listener hears what is posted after it registers");
+        bus.stop();
+    }
+
+    #[test]
+    fn delivered_batches_lend_their_memory_to_the_next_queue_unless_huge() {
+        let (bus, _record) = recording_bus();
+        let kept = |bus: &ListenerBus| {
+            let st = bus.shared.state.lock();
+            st.queue.capacity().max(st.spare.capacity())
+        };
+        let mut events: Vec<ListenerEvent> = (0..1000).map(added).collect();
+        bus.post_all(&mut events);
+        assert!(events.is_empty() && events.capacity() >= 1000, "the caller keeps its buffer");
+        assert!(bus.wait_until_empty(Duration::from_secs(30)));
+        assert!(kept(&bus) >= 1000, "the delivered batch is kept for reuse");
+        bus.post_all(&mut (0..KEEP_CAPACITY + 1).map(added).collect());
+        assert!(bus.wait_until_empty(Duration::from_secs(30)));
+        assert!(kept(&bus) <= KEEP_CAPACITY, "a huge batch is freed");
         bus.stop();
     }
 
@@ -280,7 +347,7 @@ mod tests {
         bus.post(added(2));
         assert!(delivered_within(&record, 2, Duration::from_secs(10)), "a post wakes a sleeping bus");
         // Stopping delivers what is still queued.
-        bus.post_all((3..=50).map(added).collect());
+        bus.post_all(&mut (3..=50).map(added).collect());
         bus.stop();
         assert_eq!(*record.0.lock(), (1..=50).collect::<Vec<_>>());
     }
