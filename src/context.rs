@@ -164,7 +164,11 @@ impl Context {
                     None,
                     None,
                 )?);
-                let _ = tx.send(LoopMsg::ExecutorAdded { executor: ExecutorId::from("driver"), cores: *threads });
+                let _ = tx.send(LoopMsg::ExecutorAdded {
+                    executor: ExecutorId::from("driver"),
+                    cores: *threads,
+                    block_address: String::new(),
+                });
                 (Deployment::Local(executor.clone()), Box::new(LocalBackend { executor }))
             }
             MasterUrl::LocalCluster { executors, cores, memory_mib } => {

@@ -57,6 +57,7 @@ pub mod rdd;
 pub use broadcast::Broadcast;
 pub use context::{Context, ContextBuilder};
 pub use ember_common::{Conf, Error, ExecutorId, JobId, Result, StageId, TaskId, KNOWN_KEYS};
+pub use ember_core::metrics::TaskMetricsSnapshot;
 pub use ember_core::partitioner::{HashPartitioner, PartitionerDesc, RangePartitioner};
 pub use ember_core::{boxed, BoxIter, Data, Key, PartitionIter, TaskContext};
 pub use ember_scheduler::{Listener, ListenerEvent};

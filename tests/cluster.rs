@@ -408,6 +408,47 @@ fn tasks_reading_a_cached_partition_run_where_it_is_cached() {
     sc.stop();
 }
 
+/// A task that runs away from its cached partition reads it from the
+/// executor holding it, over that executor's block server, as Spark reads a
+/// remote block, instead of recomputing it. With no locality wait, a lone
+/// task goes to the first executor offered (executors are offered in id
+/// order), so the partition cached on the other one is read remotely.
+#[test]
+fn a_task_away_from_its_cached_partition_reads_it_from_the_executor_holding_it() {
+    let sc = quiet(Context::builder().master(CLUSTER).set("ember.locality.wait", "0")).build().unwrap();
+    // Both executors are in the scheduler before the job that caches.
+    assert_eq!(sc.parallelize((0..100u32).collect::<Vec<_>>(), 8).count().unwrap(), 100);
+    let log = EventLog::attach(&sc);
+    let rdd = sc.parallelize((0..4000u64).collect::<Vec<_>>(), 2).map(|x| x * 3).persist();
+    assert_eq!(rdd.count().unwrap(), 4000);
+    let task_ends = |log: &EventLog| -> Vec<(usize, ember::ExecutorId, ember::TaskMetricsSnapshot)> {
+        log.events(&sc)
+            .into_iter()
+            .filter_map(|e| match e {
+                ListenerEvent::TaskEnd { partition, executor, metrics, failure: None, .. } => {
+                    Some((partition, executor, metrics))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let cached = task_ends(&log);
+    assert_eq!(cached.len(), 2);
+    assert_ne!(cached[0].1, cached[1].1, "each executor caches one partition");
+    let (partition, holder, _) = cached.iter().max_by_key(|(_, e, _)| e.to_string()).unwrap().clone();
+    log.clear();
+    let sums = sc.run_job(&rdd, vec![partition], (), |_, _, it| Ok(it.sum::<u64>())).unwrap();
+    let expected: u64 = (partition as u64 * 2000..(partition as u64 + 1) * 2000).map(|x| x * 3).sum();
+    assert_eq!(sums, vec![expected]);
+    let ran = task_ends(&log);
+    assert_eq!(ran.len(), 1);
+    let (_, executor, metrics) = &ran[0];
+    assert_ne!(*executor, holder, "the task was meant to run away from its cache");
+    assert!(metrics.cached_blocks.is_empty(), "the partition was recomputed (and cached again)");
+    assert!(metrics.remote_cached_bytes_read > 0, "nothing was read from {holder}");
+    sc.stop();
+}
+
 /// A context stopped while a replacement executor is still starting must not
 /// wait out the 10-second grace period for it: an unregistered executor
 /// cannot be asked to stop and holds no work, so it is killed at once. (The

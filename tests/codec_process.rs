@@ -93,7 +93,7 @@ fn a_stage_encoded_here_runs_in_another_process() {
     let sc = Context::new("local[2]").unwrap();
     let rdd = pipeline(&sc);
     let blob = collect_sink(&rdd);
-    let payload = StagePayload::encode(&StageAttempt { blob, shuffle_inputs: vec![] }).unwrap();
+    let payload = StagePayload::encode(&StageAttempt { blob, shuffle_inputs: vec![], cached_blocks: vec![] }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("payload"), &payload.bytes).unwrap();
     std::fs::write(dir.path().join("hash"), payload.hash).unwrap();
@@ -142,7 +142,8 @@ fn malformed_blobs_are_refused_before_any_decoder_runs() {
         assert!(StageBlob::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
     }
     // Payload bytes that do not match the announced hash.
-    let payload = StagePayload::encode(&StageAttempt { blob: good, shuffle_inputs: vec![] }).unwrap();
+    let payload =
+        StagePayload::encode(&StageAttempt { blob: good, shuffle_inputs: vec![], cached_blocks: vec![] }).unwrap();
     let mut wrong = payload.hash;
     wrong[3] ^= 0xff;
     assert!(StagePayload::decode(&payload.bytes, &wrong).is_err());

@@ -13,6 +13,8 @@ pub struct TaskMetrics {
     pub shuffle_records_written: AtomicU64,
     pub shuffle_bytes_written: AtomicU64,
     pub bytes_spilled: AtomicU64,
+    /// Bytes of cached partitions read from other executors' block servers.
+    pub remote_cached_bytes_read: AtomicU64,
     /// `(rdd, partition)` blocks the task stored in its executor's cache.
     cached_blocks: parking_lot::Mutex<Vec<(u64, u32)>>,
 }
@@ -36,6 +38,7 @@ impl TaskMetrics {
             shuffle_records_written: g(&self.shuffle_records_written),
             shuffle_bytes_written: g(&self.shuffle_bytes_written),
             bytes_spilled: g(&self.bytes_spilled),
+            remote_cached_bytes_read: g(&self.remote_cached_bytes_read),
             cached_blocks: self.cached_blocks.lock().clone(),
             ..Default::default()
         }
@@ -54,6 +57,8 @@ pub struct TaskMetricsSnapshot {
     pub shuffle_records_written: u64,
     pub shuffle_bytes_written: u64,
     pub bytes_spilled: u64,
+    /// Bytes of cached partitions read from other executors' block servers.
+    pub remote_cached_bytes_read: u64,
     /// `(rdd, partition)` blocks stored in the executor's cache by this task
     /// (Spark's `updatedBlockStatuses`): the driver prefers that executor
     /// for later tasks that read them.

@@ -29,6 +29,27 @@ pub struct ShuffleInput {
     pub maps: Vec<MapStatus>,
 }
 
+/// An executor holding a cached RDD partition that a stage's tasks may read
+/// (Spark's block locations from the block manager master). A task that
+/// runs elsewhere reads the partition from that executor's block server
+/// instead of recomputing it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CachedBlockLocation {
+    pub rdd_id: u64,
+    pub partition: usize,
+    pub executor: ExecutorId,
+    /// The executor's block server.
+    pub address: String,
+}
+
+/// A cached partition as the block manager keeps it: the live values, and
+/// how to encode them for a task on another executor.
+#[derive(Clone)]
+pub struct CachedBlock {
+    pub values: Arc<dyn Any + Send + Sync>,
+    pub encode: fn(&(dyn Any + Send + Sync)) -> std::result::Result<Vec<u8>, String>,
+}
+
 /// What a finished task hands back to the driver.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskOutput {
@@ -77,7 +98,12 @@ pub trait TaskEnv: Send + Sync {
         fetch_when_waited(status, shuffle_id, map_index, reduce_id)
     }
     fn cache_get(&self, rdd_id: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>>;
-    fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>);
+    fn cache_put(&self, rdd_id: u64, partition: usize, block: CachedBlock);
+    /// The encoded values of a partition cached by another executor
+    /// ([`CachedBlock::encode`]), read from its block server.
+    fn fetch_cached(&self, location: &CachedBlockLocation) -> std::result::Result<Vec<u8>, String> {
+        Err(format!("{} cannot reach {}", self.executor_id(), location.executor))
+    }
     /// How many distinct keys the last task aggregating `shuffle_id` on this
     /// side (map or reduce) held; 0 when none did. Tasks of one stage see
     /// similar key counts, so the next one sizes its table once.
@@ -101,6 +127,7 @@ struct TaskShared {
     metrics: TaskMetrics,
     env: Arc<dyn TaskEnv>,
     shuffle_inputs: Arc<Vec<ShuffleInput>>,
+    cached_blocks: Arc<Vec<CachedBlockLocation>>,
 }
 
 /// A running task's context. Cheap to clone; iterators hold a clone so they
@@ -121,7 +148,13 @@ pub struct TaskIds {
 }
 
 impl TaskContext {
-    pub fn new(ids: TaskIds, env: Arc<dyn TaskEnv>, shuffle_inputs: Arc<Vec<ShuffleInput>>) -> Self {
+    /// `cached_blocks` is sorted by (rdd, partition), as the driver ships it.
+    pub fn new(
+        ids: TaskIds,
+        env: Arc<dyn TaskEnv>,
+        shuffle_inputs: Arc<Vec<ShuffleInput>>,
+        cached_blocks: Arc<Vec<CachedBlockLocation>>,
+    ) -> Self {
         TaskContext {
             inner: Arc::new(TaskShared {
                 task_id: ids.task_id,
@@ -136,6 +169,7 @@ impl TaskContext {
                 metrics: TaskMetrics::default(),
                 env,
                 shuffle_inputs,
+                cached_blocks,
             }),
         }
     }
@@ -169,6 +203,15 @@ impl TaskContext {
             .iter()
             .find(|s| s.shuffle_id == shuffle_id)
             .ok_or_else(|| Error::Shuffle(format!("no map outputs shipped for shuffle {shuffle_id}")))
+    }
+
+    /// The executors known, when the stage was submitted, to cache this
+    /// partition of a persisted RDD.
+    pub fn cached_block_locations(&self, rdd_id: u64, partition: usize) -> &[CachedBlockLocation] {
+        let all = &self.inner.cached_blocks[..];
+        let start = all.partition_point(|l| (l.rdd_id, l.partition) < (rdd_id, partition));
+        let len = all[start..].partition_point(|l| (l.rdd_id, l.partition) == (rdd_id, partition));
+        &all[start..start + len]
     }
 
     /// Asks the task to stop at the next record boundary.
@@ -346,11 +389,13 @@ pub enum TaskState {
 }
 
 /// Everything an executor needs to run any task of one stage attempt: the
-/// encoded stage and the locations of the map outputs it reads.
+/// encoded stage, the locations of the map outputs it reads, and those of
+/// the cached partitions it may read (sorted by rdd and partition).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageAttempt {
     pub blob: crate::codec::StageBlob,
     pub shuffle_inputs: Vec<ShuffleInput>,
+    pub cached_blocks: Vec<CachedBlockLocation>,
 }
 
 /// A [`StageAttempt`] encoded once, with its content hash.

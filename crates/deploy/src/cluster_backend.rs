@@ -362,7 +362,11 @@ impl SchedulerBackend for ClusterBackend {
     fn poll_incoming(&mut self, into: &mut Vec<LoopMsg>) {
         if self.shared.any_registered.swap(false, Ordering::AcqRel) {
             for conn in self.shared.registered.lock().drain(..) {
-                into.push(LoopMsg::ExecutorAdded { executor: conn.id.clone(), cores: conn.cores });
+                into.push(LoopMsg::ExecutorAdded {
+                    executor: conn.id.clone(),
+                    cores: conn.cores,
+                    block_address: conn.block_address.clone(),
+                });
                 self.incoming.push(conn);
             }
         }

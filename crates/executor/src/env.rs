@@ -4,7 +4,7 @@
 
 use crate::block_manager::BlockManager;
 use ember_common::{Error, ExecutorId, Result, TaskFailure};
-use ember_core::task::{fetch_when_waited, MapStatus, SegmentFetch, TaskEnv};
+use ember_core::task::{fetch_when_waited, CachedBlock, CachedBlockLocation, MapStatus, SegmentFetch, TaskEnv};
 use ember_shuffle::{MemoryPool, WriteConfig};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,9 @@ pub trait RemoteFetcher: Send + Sync {
     fn start(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
         fetch_when_waited(status, shuffle_id, map_index, reduce_id)
     }
+
+    /// A cached partition held by another executor, encoded.
+    fn fetch_cached(&self, location: &CachedBlockLocation) -> Result<Vec<u8>, String>;
 }
 
 #[derive(Clone, Debug)]
@@ -149,8 +152,15 @@ impl TaskEnv for ExecutorEnv {
         self.blocks.get(rdd_id, partition)
     }
 
-    fn cache_put(&self, rdd_id: u64, partition: usize, value: Arc<dyn Any + Send + Sync>) {
-        self.blocks.put(rdd_id, partition, value)
+    fn cache_put(&self, rdd_id: u64, partition: usize, block: CachedBlock) {
+        self.blocks.put(rdd_id, partition, block)
+    }
+
+    fn fetch_cached(&self, location: &CachedBlockLocation) -> std::result::Result<Vec<u8>, String> {
+        match &self.remote {
+            Some(r) => r.fetch_cached(location),
+            None => Err(format!("{} is not reachable from {}", location.executor, self.config.id)),
+        }
     }
 }
 

@@ -16,8 +16,8 @@ use ember_common::{Result, TaskFailure, TaskId};
 use ember_core::codec::decode_stage;
 use ember_core::metrics::TaskMetricsSnapshot;
 use ember_core::task::{
-    sink_of, ShuffleInput, StagePayload, StageSink, TaskContext, TaskDescription, TaskEnv, TaskIds, TaskOutput,
-    TaskState,
+    sink_of, CachedBlockLocation, ShuffleInput, StagePayload, StageSink, TaskContext, TaskDescription, TaskEnv,
+    TaskIds, TaskOutput, TaskState,
 };
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -44,6 +44,7 @@ pub trait ExecutorBackend: Send + Sync {
 struct DecodedStage {
     sink: Arc<dyn StageSink>,
     shuffle_inputs: Arc<Vec<ShuffleInput>>,
+    cached_blocks: Arc<Vec<CachedBlockLocation>>,
 }
 
 struct StageEntry {
@@ -201,7 +202,11 @@ impl Inner {
                 let attempt = StagePayload::decode(&entry.payload.bytes, hash).map_err(|e| e.to_string())?;
                 let root = decode_stage(&attempt.blob).map_err(|e| e.to_string())?;
                 let sink = sink_of(&root).map_err(|e| e.to_string())?;
-                Ok(Arc::new(DecodedStage { sink, shuffle_inputs: Arc::new(attempt.shuffle_inputs) }))
+                Ok(Arc::new(DecodedStage {
+                    sink,
+                    shuffle_inputs: Arc::new(attempt.shuffle_inputs),
+                    cached_blocks: Arc::new(attempt.cached_blocks),
+                }))
             })
             .clone()
     }
@@ -243,6 +248,7 @@ impl Inner {
             },
             env,
             stage.shuffle_inputs.clone(),
+            stage.cached_blocks.clone(),
         );
         {
             let mut r = self.running.lock();

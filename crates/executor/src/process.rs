@@ -31,7 +31,7 @@ use crate::env::{ExecutorConfig, RemoteFetcher};
 use crate::executor::{Executor, ExecutorBackend};
 use crate::pool::Inbox;
 use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
-use ember_core::task::{MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
+use ember_core::task::{CachedBlockLocation, MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
 use ember_rpc::shared::Soon;
 use ember_rpc::{
@@ -212,6 +212,16 @@ impl RemoteFetcher for ShuffleFetcher {
     fn start(&self, status: &MapStatus, shuffle_id: u64, map_index: usize, reduce_id: usize) -> SegmentFetch {
         let wait = self.request(status, shuffle_id, map_index, reduce_id);
         Box::new(move |_: &dyn TaskEnv| wait())
+    }
+
+    fn fetch_cached(&self, location: &CachedBlockLocation) -> Result<Vec<u8>, String> {
+        let (rdd_id, partition) = (location.rdd_id, location.partition);
+        let wait = self.clients.fetch_in_background(&location.address, BlockRequest::CachedBlock { rdd_id, partition });
+        match wait() {
+            Ok(BlockResponse::Bytes(b)) => Ok(b),
+            Ok(BlockResponse::Missing(m)) => Err(format!("{}: {m}", location.executor)),
+            Err(e) => Err(format!("cannot fetch from {} at {}: {e}", location.executor, location.address)),
+        }
     }
 }
 
@@ -503,6 +513,12 @@ async fn serve_blocks(
                             Some(b) => BlockResponse::Bytes(b),
                             None => BlockResponse::Missing(format!("no stored result for {task_id}")),
                         },
+                        BlockRequest::CachedBlock { rdd_id, partition } => {
+                            match executor.env().blocks().encoded(rdd_id, partition) {
+                                Ok(b) => BlockResponse::Bytes(b),
+                                Err(e) => BlockResponse::Missing(e),
+                            }
+                        }
                     };
                     let _ = tx.send((id, resp));
                 });

@@ -6,7 +6,7 @@ use ember_core::task::{TaskDescription, TaskState};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Executor → driver (`CoarseGrainedExecutorBackend` → `DriverEndpoint`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,6 +124,11 @@ pub enum BlockRequest {
     /// A task result too large for its status update (taken once).
     TaskResult {
         task_id: TaskId,
+    },
+    /// A cached RDD partition, encoded, for a task running elsewhere.
+    CachedBlock {
+        rdd_id: u64,
+        partition: usize,
     },
 }
 

@@ -19,7 +19,7 @@ use crate::listener::ListenerEvent;
 use ember_common::{Error, ExecutorId, JobId, ShuffleId, StageId, TaskFailure};
 use ember_core::codec::EncodableNode;
 use ember_core::shuffle_dep::ShuffleDependencyBase;
-use ember_core::task::{MapStatus, ShuffleInput, TaskOutput};
+use ember_core::task::{CachedBlockLocation, MapStatus, ShuffleInput, TaskOutput};
 use ember_core::{Dependency, RddBase};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -116,6 +116,9 @@ pub struct TaskSetSpec {
     /// read (an empty list: no preference; an empty vector: none at all).
     pub preferred: Vec<Vec<ExecutorId>>,
     pub shuffle_inputs: Vec<ShuffleInput>,
+    /// Out-of-process executors caching partitions the tasks may read,
+    /// sorted by (rdd, partition): a task placed elsewhere reads them there.
+    pub cached_blocks: Vec<CachedBlockLocation>,
 }
 
 pub enum DagEvent {
@@ -148,6 +151,11 @@ pub enum DagEvent {
     JobCancelled {
         job_id: JobId,
         reason: String,
+    },
+    /// An executor registered; `block_address` is empty for the in-process one.
+    ExecutorAdded {
+        executor: ExecutorId,
+        block_address: String,
     },
     ExecutorLost {
         executor: ExecutorId,
@@ -198,6 +206,8 @@ pub struct DagScheduler {
     /// Where cached RDD partitions live: `(rdd, partition)` → executors
     /// (Spark's `cacheLocs`, fed by tasks' reported blocks).
     cache_locs: HashMap<(u64, usize), Vec<ExecutorId>>,
+    /// Block servers of live out-of-process executors.
+    block_addresses: HashMap<ExecutorId, String>,
     max_consecutive_attempts: u32,
 }
 
@@ -213,6 +223,7 @@ impl DagScheduler {
             failed: BTreeSet::new(),
             map_outputs: MapOutputTracker::default(),
             cache_locs: HashMap::new(),
+            block_addresses: HashMap::new(),
             max_consecutive_attempts: max_consecutive_attempts.max(1),
         }
     }
@@ -252,7 +263,13 @@ impl DagScheduler {
                     self.finish_job(job_id, Err(Error::Cancelled { reason }), now, &mut out);
                 }
             }
+            DagEvent::ExecutorAdded { executor, block_address } => {
+                if !block_address.is_empty() {
+                    self.block_addresses.insert(executor, block_address);
+                }
+            }
             DagEvent::ExecutorLost { executor } => {
+                self.block_addresses.remove(&executor);
                 self.cache_locs.retain(|_, execs| {
                     execs.retain(|e| *e != executor);
                     !execs.is_empty()
@@ -274,34 +291,41 @@ impl DagScheduler {
         out
     }
 
-    /// The executors caching a partition that the task for partition `p` of
-    /// a stage over `rdd` would read, through one-to-one narrow dependencies,
-    /// nearest first (Spark's `getPreferredLocs`, cached locations only).
-    /// Empty when the lineage reaches no persisted RDD.
-    fn preferred_locations(&self, rdd: &Arc<dyn RddBase>, partitions: &[usize]) -> Vec<Vec<ExecutorId>> {
+    /// The persisted RDDs that a task of a stage over `rdd` reads through
+    /// one-to-one narrow dependencies (so partition `p` reads their partition
+    /// `p`), nearest first. Empty while nothing is cached anywhere.
+    fn persisted_in_lineage(&self, rdd: &Arc<dyn RddBase>) -> Vec<u64> {
         let mut persisted = Vec::new();
-        if !self.cache_locs.is_empty() {
-            let mut visited = HashSet::new();
-            let mut stack = vec![rdd.clone()];
-            while let Some(r) = stack.pop() {
-                if !visited.insert(r.id()) {
-                    continue;
-                }
-                if r.persisted() {
-                    persisted.push(r.id().0);
-                }
-                if r.narrow_one_to_one() {
-                    // Reversed, so that the first dependency is searched first.
-                    for d in r.dependencies().into_iter().rev() {
-                        if let Dependency::Narrow(parent) = d {
-                            if parent.num_partitions() == r.num_partitions() {
-                                stack.push(parent);
-                            }
+        if self.cache_locs.is_empty() {
+            return persisted;
+        }
+        let mut visited = HashSet::new();
+        let mut stack = vec![rdd.clone()];
+        while let Some(r) = stack.pop() {
+            if !visited.insert(r.id()) {
+                continue;
+            }
+            if r.persisted() {
+                persisted.push(r.id().0);
+            }
+            if r.narrow_one_to_one() {
+                // Reversed, so that the first dependency is searched first.
+                for d in r.dependencies().into_iter().rev() {
+                    if let Dependency::Narrow(parent) = d {
+                        if parent.num_partitions() == r.num_partitions() {
+                            stack.push(parent);
                         }
                     }
                 }
             }
         }
+        persisted
+    }
+
+    /// The executors caching a partition that the task for partition `p`
+    /// would read, nearest persisted RDD first (Spark's `getPreferredLocs`,
+    /// cached locations only). Empty when the lineage reaches no persisted RDD.
+    fn preferred_locations(&self, persisted: &[u64], partitions: &[usize]) -> Vec<Vec<ExecutorId>> {
         if persisted.is_empty() {
             return Vec::new();
         }
@@ -309,6 +333,28 @@ impl DagScheduler {
             .iter()
             .map(|&p| persisted.iter().find_map(|r| self.cache_locs.get(&(*r, p)).cloned()).unwrap_or_default())
             .collect()
+    }
+
+    /// Every out-of-process executor caching a partition of `persisted` that
+    /// the tasks would read, with its block server, sorted by (rdd,
+    /// partition): a task that runs elsewhere reads the partition there.
+    fn cached_block_locations(&self, persisted: &[u64], partitions: &[usize]) -> Vec<CachedBlockLocation> {
+        let mut out = Vec::new();
+        if self.block_addresses.is_empty() {
+            return out;
+        }
+        for &rdd_id in persisted {
+            for &partition in partitions {
+                for executor in self.cache_locs.get(&(rdd_id, partition)).into_iter().flatten() {
+                    if let Some(address) = self.block_addresses.get(executor) {
+                        let (executor, address) = (executor.clone(), address.clone());
+                        out.push(CachedBlockLocation { rdd_id, partition, executor, address });
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|l| (l.rdd_id, l.partition));
+        out
     }
 
     /// Cached partitions known to the scheduler (for tests and diagnostics).
@@ -480,7 +526,9 @@ impl DagScheduler {
                 .collect();
             (partitions, inputs, self.first_job(stage))
         };
-        let preferred = self.preferred_locations(&self.stages[&id].rdd, &partitions);
+        let persisted = self.persisted_in_lineage(&self.stages[&id].rdd);
+        let preferred = self.preferred_locations(&persisted, &partitions);
+        let cached_blocks = self.cached_block_locations(&persisted, &partitions);
         let stage = self.stages.get_mut(&id).expect("stage");
         let attempt = stage.attempts;
         stage.attempts += 1;
@@ -505,6 +553,7 @@ impl DagScheduler {
             partitions,
             preferred,
             shuffle_inputs,
+            cached_blocks,
         }));
     }
 

@@ -82,6 +82,8 @@ pub enum LoopMsg {
     ExecutorAdded {
         executor: ExecutorId,
         cores: usize,
+        /// Its block server; empty for the in-process executor.
+        block_address: String,
     },
     ExecutorLost {
         executor: ExecutorId,
@@ -362,9 +364,10 @@ impl LoopState {
                 let outs = self.ts.status_update(task_id, state, now);
                 self.ts_outputs(outs, now);
             }
-            LoopMsg::ExecutorAdded { executor, cores } => {
+            LoopMsg::ExecutorAdded { executor, cores, block_address } => {
                 self.events.push(ListenerEvent::ExecutorAdded { executor: executor.clone(), cores, time: now });
-                self.ts.add_executor(executor, cores);
+                self.ts.add_executor(executor.clone(), cores);
+                self.dag_event(DagEvent::ExecutorAdded { executor, block_address }, now);
             }
             LoopMsg::ExecutorLost { executor, reason } => {
                 self.events.push(ListenerEvent::ExecutorRemoved {
@@ -399,7 +402,11 @@ impl LoopState {
             match action {
                 DagAction::SubmitTaskSet(spec) => {
                     let encoded = encode_stage(spec.sink.clone()).and_then(|blob| {
-                        StagePayload::encode(&StageAttempt { blob, shuffle_inputs: spec.shuffle_inputs })
+                        StagePayload::encode(&StageAttempt {
+                            blob,
+                            shuffle_inputs: spec.shuffle_inputs,
+                            cached_blocks: spec.cached_blocks,
+                        })
                     });
                     match encoded {
                         Ok(payload) => self.ts.submit(

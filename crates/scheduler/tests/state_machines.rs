@@ -679,3 +679,40 @@ fn the_dag_prefers_executors_that_reported_cached_partitions() {
     assert!(job(&mut dag, 3).iter().all(|p| p.is_empty()), "unpersisted");
     assert_eq!(dag.cached_partitions(), 1, "only the other RDD's block is left");
 }
+
+#[test]
+fn task_sets_carry_where_out_of_process_executors_cache_their_partitions() {
+    use ember_core::rdd::PersistedRdd;
+    use ember_core::task::CachedBlockLocation;
+    let source: Arc<dyn Rdd<u32>> = Arc::new(ParallelCollectionRdd::new(RddId(10), vec![1, 2, 3], 3));
+    let cached: Arc<dyn RddBase> = Arc::new(PersistedRdd::new(RddId(11), source));
+    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(cached.clone()));
+    let mut dag = DagScheduler::new(4);
+    let job = |dag: &mut DagScheduler, id: u64, partitions: Vec<usize>| {
+        let a = dag.handle(
+            DagEvent::JobSubmitted { job_id: JobId(id), rdd: cached.clone(), sink: sink.clone(), partitions },
+            0,
+        );
+        task_sets(&a)[0].cached_blocks.clone()
+    };
+    for (e, address) in [("a", "10.0.0.1:7"), ("b", "10.0.0.2:7"), ("driver", "")] {
+        dag.handle(DagEvent::ExecutorAdded { executor: ExecutorId::from(e), block_address: address.into() }, 0);
+    }
+    dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("b"), blocks: vec![(11, 2), (11, 0)] }, 0);
+    dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("a"), blocks: vec![(11, 2), (99, 0)] }, 0);
+    dag.handle(DagEvent::BlocksCached { executor: ExecutorId::from("driver"), blocks: vec![(11, 1)] }, 0);
+    let at = |partition: usize, e: &str, address: &str| CachedBlockLocation {
+        rdd_id: 11,
+        partition,
+        executor: ExecutorId::from(e),
+        address: address.into(),
+    };
+    assert_eq!(
+        job(&mut dag, 0, vec![2, 1, 0]),
+        vec![at(0, "b", "10.0.0.2:7"), at(2, "b", "10.0.0.2:7"), at(2, "a", "10.0.0.1:7")],
+        "sorted by partition, holders in the order they cached; no in-process executor, no other RDD"
+    );
+    assert_eq!(job(&mut dag, 1, vec![1]), vec![], "only the tasks' partitions");
+    dag.handle(DagEvent::ExecutorLost { executor: ExecutorId::from("b") }, 0);
+    assert_eq!(job(&mut dag, 2, vec![0, 1, 2]), vec![at(2, "a", "10.0.0.1:7")], "b is gone");
+}

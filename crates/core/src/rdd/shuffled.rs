@@ -492,7 +492,7 @@ mod tests {
         fn cache_get(&self, _: u64, _: usize) -> Option<Arc<dyn Any + Send + Sync>> {
             None
         }
-        fn cache_put(&self, _: u64, _: usize, _: Arc<dyn Any + Send + Sync>) {}
+        fn cache_put(&self, _: u64, _: usize, _: crate::task::CachedBlock) {}
     }
 
     /// Reads reduce partition 0 of three map outputs whose recorded lengths
@@ -520,7 +520,8 @@ mod tests {
             })
             .collect();
         let ids = TaskIds { task_id: TaskId(1), stage_id: StageId(1), stage_attempt: 0, partition: 0, attempt: 0 };
-        let ctx = TaskContext::new(ids, Arc::new(env), Arc::new(vec![ShuffleInput { shuffle_id: 7, maps }]));
+        let ctx =
+            TaskContext::new(ids, Arc::new(env), Arc::new(vec![ShuffleInput { shuffle_id: 7, maps }]), Arc::default());
         let records: Vec<(u32, u32)> = read_shuffle(&ctx, ShuffleId(7), 0).unwrap().collect();
         assert!(!ctx.should_stop());
         let log = log.lock().clone();
