@@ -19,8 +19,8 @@ use ember_core::task::{
     sink_of, CachedBlockLocation, ShuffleInput, StagePayload, StageSink, TaskContext, TaskDescription, TaskEnv,
     TaskIds, TaskOutput, TaskState,
 };
+use foldhash::{HashMap, HashMapExt, HashSet};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

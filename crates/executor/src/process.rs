@@ -38,8 +38,8 @@ use ember_rpc::{
     accept, connect, BlockClients, BlockRequest, BlockResponse, BlockingReader, ConnReader, Secret, SharedWriter,
     ToDriver, ToExecutor, PROTOCOL_VERSION,
 };
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};

@@ -21,7 +21,8 @@ use ember_core::codec::EncodableNode;
 use ember_core::shuffle_dep::ShuffleDependencyBase;
 use ember_core::task::{CachedBlockLocation, MapStatus, ShuffleInput, TaskOutput};
 use ember_core::{Dependency, RddBase};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What a stage's tasks produce.

@@ -37,7 +37,8 @@ use crate::listener::ListenerEvent;
 use ember_common::{ExecutorId, JobId, StageId, TaskFailure, TaskId};
 use ember_core::metrics::TaskMetricsSnapshot;
 use ember_core::task::{StagePayload, TaskDescription, TaskState};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// A stage attempt ready to run, with its encoded payload.
