@@ -351,7 +351,9 @@ impl Context {
     pub fn executor_processes(&self) -> Vec<(String, u32)> {
         match &self.inner.deployment {
             Deployment::Local(_) => Vec::new(),
-            Deployment::Cluster(c) => c.executor_pids().into_iter().map(|(id, pid)| (id.0, pid)).collect(),
+            Deployment::Cluster(c) => {
+                c.executor_pids().into_iter().map(|(id, pid)| (id.as_str().to_string(), pid)).collect()
+            }
         }
     }
 

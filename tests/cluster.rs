@@ -250,7 +250,7 @@ impl ember::Listener for KillOnTaskStart {
                 let target = self.stages.lock().unwrap().get(self.nth_stage).copied();
                 let mut killed = self.killed.lock().unwrap();
                 if killed.is_none() && target == Some(*stage_id) {
-                    let pid = self.pids[&executor.0];
+                    let pid = self.pids[executor.as_str()];
                     let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
                     *killed = Some(pid);
                 }

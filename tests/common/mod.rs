@@ -116,7 +116,7 @@ pub mod faults {
     impl ember::Listener for KillAfterTasks {
         fn on_event(&self, e: &ListenerEvent) {
             if let ListenerEvent::TaskStart { executor, .. } = e {
-                if executor.0 == self.executor {
+                if executor.as_str() == self.executor {
                     let mut seen = self.seen.lock().unwrap();
                     *seen += 1;
                     if *seen == self.nth {

@@ -40,8 +40,18 @@ id_type!(
 );
 
 /// An executor. `"driver"` is the in-process executor of `local` mode.
+///
+/// Shared, not owned: the scheduler copies an executor's id into every task
+/// it places there and every event about it, and a clone is a reference
+/// count rather than an allocation. On the wire it is a plain string.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ExecutorId(pub String);
+pub struct ExecutorId(pub std::sync::Arc<str>);
+
+impl ExecutorId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for ExecutorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,6 +61,12 @@ impl fmt::Display for ExecutorId {
 
 impl From<&str> for ExecutorId {
     fn from(s: &str) -> Self {
-        ExecutorId(s.to_string())
+        ExecutorId(s.into())
+    }
+}
+
+impl From<String> for ExecutorId {
+    fn from(s: String) -> Self {
+        ExecutorId(s.into())
     }
 }

@@ -209,7 +209,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         let _ = writer.send(&ToExecutor::RegisterExecutorFailed { reason: reason.clone() }).await;
                         return refuse(&shared, format!("executor {executor_id}: {reason}"));
                     }
-                    (ExecutorId(executor_id), cores, block_address)
+                    (ExecutorId::from(executor_id), cores, block_address)
                 }
                 Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
                 Err(e) => return refuse(&shared, format!("{peer}: {e}")),

@@ -183,7 +183,7 @@ impl Launcher {
             *next += 1;
             *next - 1
         };
-        let id = ExecutorId(n.to_string());
+        let id = ExecutorId::from(n.to_string());
         let process_config = ember_executor_env(&self.config, &id, &self.driver_address);
         let exe = std::env::current_exe().map_err(|e| Error::io("cannot locate the running executable", e))?;
         let mut child = Command::new(exe)
@@ -221,7 +221,7 @@ impl Drop for LocalCluster {
 
 fn ember_executor_env(config: &LocalClusterConfig, id: &ExecutorId, driver: &str) -> Vec<(String, String)> {
     ProcessConfig {
-        executor_id: id.0.clone(),
+        executor_id: id.as_str().to_string(),
         driver_address: driver.to_string(),
         cores: config.cores,
         dir: config.app_dir.join(format!("executor-{}", id.0)),

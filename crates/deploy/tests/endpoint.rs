@@ -166,7 +166,7 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
     // Closing the connection is reported as a lost executor.
     drop(registered);
     match lp.next(wait) {
-        LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.0, "good"),
+        LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.as_str(), "good"),
         _ => panic!("expected ExecutorLost"),
     }
     assert!(ep.registered().is_empty());
@@ -203,7 +203,7 @@ fn the_loop_reads_status_updates_in_order_and_declares_a_silent_executor_lost() 
     let start = Instant::now();
     match lp.next(wait) {
         LoopMsg::ExecutorLost { executor, reason } => {
-            assert_eq!(executor.0, "quiet");
+            assert_eq!(executor.as_str(), "quiet");
             assert!(reason.contains("ember.network.timeout"), "{reason}");
         }
         _ => panic!("expected ExecutorLost"),

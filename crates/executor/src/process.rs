@@ -289,7 +289,7 @@ fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secre
     let executor = Arc::new(
         Executor::new(
             ExecutorConfig {
-                id: ExecutorId(config.executor_id.clone()),
+                id: ExecutorId::from(config.executor_id.as_str()),
                 cores: config.cores,
                 dir: config.dir.clone(),
                 memory_budget: config.memory_budget,

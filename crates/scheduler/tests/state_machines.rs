@@ -562,7 +562,7 @@ fn finished() -> TaskState {
 
 /// (executor, partition) of each launch.
 fn placed(launches: &[ember_scheduler::task_scheduler::Launch]) -> Vec<(String, usize)> {
-    launches.iter().map(|l| (l.executor.0.clone(), l.task.partition)).collect()
+    launches.iter().map(|l| (l.executor.as_str().to_string(), l.task.partition)).collect()
 }
 
 /// A task scheduler with a 3 s locality wait and executors "a" and "b", one core each.
@@ -642,7 +642,7 @@ fn tasks_without_preferences_take_offers_a_preferring_set_passes_on() {
         0,
     );
     let mut got: Vec<(String, u64)> =
-        ts.resource_offers(0).0.iter().map(|l| (l.executor.0.clone(), l.task.stage_id.0)).collect();
+        ts.resource_offers(0).0.iter().map(|l| (l.executor.as_str().to_string(), l.task.stage_id.0)).collect();
     got.sort();
     assert_eq!(got, vec![("a".into(), 1), ("b".into(), 0)], "the later job uses the core the first one declines");
 }

@@ -167,8 +167,8 @@ mod tests {
             self.local.lock().insert((rdd, partition), block);
         }
         fn fetch_cached(&self, location: &CachedBlockLocation) -> Result<Vec<u8>, String> {
-            self.fetched.lock().push(location.executor.0.clone());
-            self.remote.get(&location.executor.0).cloned().ok_or_else(|| "unreachable".to_string())
+            self.fetched.lock().push(location.executor.as_str().to_string());
+            self.remote.get(location.executor.as_str()).cloned().ok_or_else(|| "unreachable".to_string())
         }
     }
 
