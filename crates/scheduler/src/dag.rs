@@ -242,7 +242,7 @@ impl DagScheduler {
     }
 
     pub fn handle(&mut self, event: DagEvent, now: u64) -> Vec<DagAction> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(2);
         match event {
             DagEvent::JobSubmitted { job_id, rdd, sink, partitions } => {
                 self.job_submitted(job_id, rdd, sink, partitions, now, &mut out)

@@ -308,11 +308,16 @@ impl TaskScheduler {
     /// Assigns pending tasks to free cores (or queue places, for short
     /// tasks): sets in FIFO order, executors round-robin.
     pub fn resource_offers(&mut self, now: u64) -> (Vec<Launch>, Vec<ListenerEvent>) {
-        let mut launches = Vec::new();
-        let mut events = Vec::new();
         if self.sets.is_empty() {
-            return (launches, events);
+            return (Vec::new(), Vec::new());
         }
+        // Sized once for every slot that could take a task, rather than
+        // regrown (and copied) while a round of offers fills them.
+        let depth = self.short_task_queue.max(1);
+        let slots: usize = self.executors.values().map(|e| (e.cores * depth).saturating_sub(e.in_flight)).sum();
+        let pending: usize = self.sets.values().map(|t| t.num_pending).sum();
+        let mut launches = Vec::with_capacity(slots.min(pending));
+        let mut events = Vec::with_capacity(slots.min(pending));
         let execs: Vec<ExecutorId> = self.executors.keys().cloned().collect();
         loop {
             let mut launched_any = false;
@@ -388,13 +393,14 @@ impl TaskScheduler {
     /// A task's final (or `Running`) status. `counts` is false for a failure
     /// that is not the task's doing and must not use up its attempts.
     fn end_task(&mut self, task_id: TaskId, state: TaskState, now: u64, counts: bool) -> Vec<TsOutput> {
-        let mut out = Vec::new();
         if matches!(state, TaskState::Running) {
             if let Some(rt) = self.running.get_mut(&task_id) {
                 rt.started = true;
             }
-            return out;
+            return Vec::new();
         }
+        // A task's end and its success: one allocation, not a regrowth.
+        let mut out = Vec::with_capacity(2);
         let Some(rt) = self.running.remove(&task_id) else { return out };
         if let Some(slots) = self.executors.get_mut(&rt.executor) {
             slots.in_flight = slots.in_flight.saturating_sub(1);
