@@ -338,6 +338,7 @@ impl LoopState {
     /// Returns false when the loop must stop.
     fn handle(&mut self, msg: LoopMsg) -> bool {
         let now = self.clock.now_millis();
+        self.ts.set_task_events(self.bus.is_listening());
         match msg {
             LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter } => {
                 self.waiters.insert(job_id, waiter);
@@ -470,6 +471,7 @@ impl LoopState {
 
     fn make_offers(&mut self) {
         let now = self.clock.now_millis();
+        self.ts.set_task_events(self.bus.is_listening());
         let (launches, events) = self.ts.resource_offers(now);
         self.events.extend(events);
         for l in launches {

@@ -160,6 +160,11 @@ impl ListenerBus {
         self.listening.store(true, Ordering::Release);
     }
 
+    /// Whether some listener is registered (events posted now are delivered).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     pub fn post(&self, event: ListenerEvent) {
         self.post_all(&mut vec![event]);
     }
@@ -167,7 +172,7 @@ impl ListenerBus {
     /// Posts events in order; they reach listeners within about
     /// [`DELIVERY_INTERVAL`]. Leaves `events` empty, with its capacity.
     pub fn post_all(&self, events: &mut Vec<ListenerEvent>) {
-        if events.is_empty() || !self.listening.load(Ordering::Acquire) {
+        if events.is_empty() || !self.is_listening() {
             events.clear();
             return;
         }

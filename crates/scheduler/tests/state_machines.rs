@@ -716,3 +716,25 @@ fn task_sets_carry_where_out_of_process_executors_cache_their_partitions() {
     dag.handle(DagEvent::ExecutorLost { executor: ExecutorId::from("b") }, 0);
     assert_eq!(job(&mut dag, 2, vec![0, 1, 2]), vec![at(2, "a", "10.0.0.1:7")], "b is gone");
 }
+
+#[test]
+fn task_events_can_be_turned_off_without_changing_scheduling() {
+    let run = |events_on: bool| {
+        let mut ts = TaskScheduler::new(4);
+        ts.set_task_events(events_on);
+        ts.add_executor(ExecutorId::from("a"), 2);
+        ts.submit(stage_zero(vec![0, 1]), 0);
+        let (launches, starts) = ts.resource_offers(0);
+        let mut outs = Vec::new();
+        for l in &launches {
+            let done =
+                TaskState::Finished { output: TaskOutput::Result(vec![]), metrics: TaskMetricsSnapshot::default() };
+            outs.extend(ts.status_update(l.task.task_id, done, 0));
+        }
+        let ends = outs.iter().filter(|o| matches!(o, TsOutput::Event(_))).count();
+        let successes = outs.iter().filter(|o| matches!(o, TsOutput::Dag(DagEvent::TaskSucceeded { .. }))).count();
+        (launches.len(), starts.len(), ends, successes)
+    };
+    assert_eq!(run(true), (2, 2, 2, 2));
+    assert_eq!(run(false), (2, 0, 0, 2));
+}
