@@ -370,9 +370,11 @@ impl DagScheduler {
         sink: Arc<dyn EncodableNode>,
         job: JobId,
     ) -> StageId {
+        // Parents first, so they get the lower ids and a job's result stage
+        // the highest, as in Spark (`createResultStage`).
+        let parents = self.parent_stages(&rdd, job);
         let id = StageId(self.next_stage_id);
         self.next_stage_id += 1;
-        let parents = self.parent_stages(&rdd, job);
         let mut jobs = HashSet::new();
         jobs.insert(job);
         self.stages.insert(

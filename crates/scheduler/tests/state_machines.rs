@@ -76,7 +76,9 @@ fn missing_parents_run_first_then_the_result_stage() {
     let sets = task_sets(&a);
     assert_eq!(sets.len(), 1);
     let result_stage = sets[0].stage_id;
-    assert_ne!(result_stage, map_stage);
+    // As in Spark, parents are created first: the map stage gets id 0 and
+    // the job's result stage the next one.
+    assert_eq!((map_stage, result_stage), (StageId(0), StageId(1)));
     assert_eq!(sets[0].shuffle_inputs.len(), 1);
     assert_eq!(sets[0].shuffle_inputs[0].maps.len(), 3);
     let mut done = Vec::new();
