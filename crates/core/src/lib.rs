@@ -14,6 +14,8 @@ pub mod rdd;
 pub mod shuffle_dep;
 pub mod sinks;
 pub mod task;
+#[cfg(test)]
+mod test_env;
 
 pub use rdd::{boxed, BoxIter, Data, Dependency, Key, PartitionIter, Rdd, RddBase};
 pub use task::{StageSink, TaskContext, TaskEnv, TaskOutput};

@@ -238,12 +238,15 @@ impl LoopState {
             });
             if spun.is_none() {
                 self.sleep(&rx, deadline, &mut incoming);
-                if incoming.is_empty() {
-                    // The locality wait ended (or nothing came after all).
-                    self.make_offers();
-                    self.end_turn();
-                    continue;
-                }
+            }
+            // Per-task listener events only while someone listens; a listener
+            // may have registered while the loop waited.
+            self.ts.set_task_events(self.bus.is_listening());
+            if incoming.is_empty() {
+                // The locality wait ended (or nothing came after all).
+                self.make_offers();
+                self.end_turn();
+                continue;
             }
             // Handle it, and whatever else is queued, before making offers.
             loop {
@@ -338,7 +341,6 @@ impl LoopState {
     /// Returns false when the loop must stop.
     fn handle(&mut self, msg: LoopMsg) -> bool {
         let now = self.clock.now_millis();
-        self.ts.set_task_events(self.bus.is_listening());
         match msg {
             LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter } => {
                 self.waiters.insert(job_id, waiter);
@@ -471,7 +473,6 @@ impl LoopState {
 
     fn make_offers(&mut self) {
         let now = self.clock.now_millis();
-        self.ts.set_task_events(self.bus.is_listening());
         let (launches, events) = self.ts.resource_offers(now);
         self.events.extend(events);
         for l in launches {

@@ -124,53 +124,9 @@ fn read_remote<T: Data>(rdd_id: u64, partition: usize, ctx: &TaskContext) -> Opt
 mod tests {
     use super::*;
     use crate::rdd::sources::ParallelCollectionRdd;
-    use crate::task::{CachedBlockLocation, MapStatus, TaskEnv, TaskIds};
-    use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
-    use ember_shuffle::{MemoryPool, WriteConfig};
-    use parking_lot::Mutex;
-    use std::collections::HashMap;
-    use std::path::PathBuf;
-
-    /// An executor "a" whose peers answer `fetch_cached` from `remote`
-    /// (absent: unreachable), with a real local cache.
-    struct PeerEnv {
-        id: ExecutorId,
-        pool: Arc<MemoryPool>,
-        remote: HashMap<String, Vec<u8>>,
-        local: Mutex<HashMap<(u64, usize), CachedBlock>>,
-        fetched: Mutex<Vec<String>>,
-    }
-
-    impl TaskEnv for PeerEnv {
-        fn executor_id(&self) -> &ExecutorId {
-            &self.id
-        }
-        fn memory_pool(&self) -> &Arc<MemoryPool> {
-            &self.pool
-        }
-        fn write_config(&self) -> WriteConfig {
-            WriteConfig::new(std::env::temp_dir())
-        }
-        fn map_output_paths(&self, _: u64, _: usize) -> (PathBuf, PathBuf) {
-            unreachable!("no shuffle here")
-        }
-        fn block_address(&self) -> String {
-            String::new()
-        }
-        fn fetch_segment(&self, _: &MapStatus, _: u64, _: usize, _: usize) -> Result<Vec<u8>, TaskFailure> {
-            unreachable!("no shuffle here")
-        }
-        fn cache_get(&self, rdd: u64, partition: usize) -> Option<Arc<dyn Any + Send + Sync>> {
-            self.local.lock().get(&(rdd, partition)).map(|b| b.values.clone())
-        }
-        fn cache_put(&self, rdd: u64, partition: usize, block: CachedBlock) {
-            self.local.lock().insert((rdd, partition), block);
-        }
-        fn fetch_cached(&self, location: &CachedBlockLocation) -> Result<Vec<u8>, String> {
-            self.fetched.lock().push(location.executor.as_str().to_string());
-            self.remote.get(location.executor.as_str()).cloned().ok_or_else(|| "unreachable".to_string())
-        }
-    }
+    use crate::task::{CachedBlockLocation, TaskIds};
+    use crate::test_env::TestEnv;
+    use ember_common::{ExecutorId, StageId, TaskId};
 
     fn at(rdd_id: u64, partition: usize, executor: &str) -> CachedBlockLocation {
         let executor = ExecutorId::from(executor);
@@ -179,21 +135,17 @@ mod tests {
 
     /// Computes partition 1 of persisted rdd 9 (over 0..10 in 2 slices) on
     /// executor "a", given where the driver says it is cached.
-    fn compute(env: &Arc<PeerEnv>, locations: Vec<CachedBlockLocation>) -> Vec<u32> {
+    fn compute(env: &Arc<TestEnv>, locations: Vec<CachedBlockLocation>) -> Vec<u32> {
         let ids = TaskIds { task_id: TaskId(1), stage_id: StageId(1), stage_attempt: 0, partition: 1, attempt: 0 };
         let ctx = TaskContext::new(ids, env.clone(), Arc::default(), Arc::new(locations));
         let parent = Arc::new(ParallelCollectionRdd::new(RddId(8), (0..10u32).collect(), 2));
         PersistedRdd::new(RddId(9), parent).compute(1, &ctx).unwrap().collect()
     }
 
-    fn env(remote: &[(&str, Vec<u8>)]) -> Arc<PeerEnv> {
-        Arc::new(PeerEnv {
-            id: ExecutorId::from("a"),
-            pool: MemoryPool::new(1 << 20),
-            remote: remote.iter().map(|(e, b)| (e.to_string(), b.clone())).collect(),
-            local: Mutex::default(),
-            fetched: Mutex::default(),
-        })
+    /// Executor "a", whose peers answer with `remote` (others are unreachable).
+    fn env(remote: &[(&str, Vec<u8>)]) -> Arc<TestEnv> {
+        let remote = remote.iter().map(|(e, b)| (e.to_string(), b.clone())).collect();
+        Arc::new(TestEnv { remote, ..TestEnv::new("a") })
     }
 
     #[test]

@@ -447,53 +447,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{MapStatus, ShuffleInput, TaskEnv, TaskIds};
+    use crate::task::{MapStatus, ShuffleInput, TaskIds};
+    use crate::test_env::TestEnv;
     use ember_common::{ExecutorId, StageId, TaskId};
-    use ember_shuffle::{BlockWriter, MemoryPool, WriteConfig};
-    use parking_lot::Mutex;
-    use std::any::Any;
-    use std::path::PathBuf;
-
-    /// Serves in-memory segments and logs when each fetch starts and is waited on.
-    struct LoggingEnv {
-        id: ExecutorId,
-        pool: Arc<MemoryPool>,
-        segments: Vec<Vec<u8>>,
-        log: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl TaskEnv for LoggingEnv {
-        fn executor_id(&self) -> &ExecutorId {
-            &self.id
-        }
-        fn memory_pool(&self) -> &Arc<MemoryPool> {
-            &self.pool
-        }
-        fn write_config(&self) -> WriteConfig {
-            WriteConfig::new(std::env::temp_dir())
-        }
-        fn map_output_paths(&self, _: u64, _: usize) -> (PathBuf, PathBuf) {
-            unreachable!("a reduce-side test")
-        }
-        fn block_address(&self) -> String {
-            String::new()
-        }
-        fn fetch_segment(&self, _: &MapStatus, _: u64, map: usize, _: usize) -> Result<Vec<u8>, TaskFailure> {
-            Ok(self.segments[map].clone())
-        }
-        fn start_fetch(&self, _: &MapStatus, _: u64, map: usize, _: usize) -> SegmentFetch {
-            self.log.lock().push(format!("start {map}"));
-            let (log, bytes) = (self.log.clone(), self.segments[map].clone());
-            Box::new(move |_: &dyn TaskEnv| {
-                log.lock().push(format!("wait {map}"));
-                Ok(bytes)
-            })
-        }
-        fn cache_get(&self, _: u64, _: usize) -> Option<Arc<dyn Any + Send + Sync>> {
-            None
-        }
-        fn cache_put(&self, _: u64, _: usize, _: crate::task::CachedBlock) {}
-    }
+    use ember_shuffle::BlockWriter;
 
     /// Reads reduce partition 0 of three map outputs whose recorded lengths
     /// are `lengths`; returns the records and the fetch log.
@@ -509,8 +466,8 @@ mod tests {
                 out
             })
             .collect();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let env = LoggingEnv { id: ExecutorId("e".into()), pool: MemoryPool::new(1 << 20), segments, log: log.clone() };
+        let env = TestEnv { segments, ..TestEnv::new("e") };
+        let log = env.log.clone();
         let maps = lengths
             .iter()
             .map(|&len| MapStatus {
