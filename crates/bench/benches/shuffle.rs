@@ -29,7 +29,6 @@ fn bench_shuffle(c: &mut Criterion) {
     let pool = MemoryPool::new(1 << 30);
     let cfg = WriteConfig::new(dir.path().join("spill"));
     let data = dir.path().join("map.data");
-    let index = dir.path().join("map.index");
 
     let mut g = c.benchmark_group("shuffle");
     g.throughput(Throughput::Elements(RECORDS));
@@ -37,7 +36,7 @@ fn bench_shuffle(c: &mut Criterion) {
     g.bench_function("write_plain_u64_i64", |b| {
         b.iter(|| {
             let mut mem = pool.reservation();
-            let info = write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data, &index).expect("write");
+            let info = write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data).expect("write");
             black_box(info.bytes_written)
         })
     });
@@ -45,17 +44,15 @@ fn bench_shuffle(c: &mut Criterion) {
     g.bench_function("write_combined_sum_u64_i64", |b| {
         b.iter(|| {
             let mut mem = pool.reservation();
-            let info = write_combined(records(), PARTITIONS, partition_of, &sum, &mut mem, &cfg, &data, &index)
-                .expect("write");
+            let info = write_combined(records(), PARTITIONS, partition_of, &sum, &mut mem, &cfg, &data).expect("write");
             black_box(info.records_written)
         })
     });
 
     // Read side: every segment of one plain map output.
     let mut mem = pool.reservation();
-    write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data, &index).expect("write");
-    let segments: Vec<Vec<u8>> =
-        (0..PARTITIONS).map(|p| read_segment(&data, &index, p).expect("read segment")).collect();
+    write_plain(records(), PARTITIONS, partition_of, &mut mem, &cfg, &data).expect("write");
+    let segments: Vec<Vec<u8>> = (0..PARTITIONS).map(|p| read_segment(&data, p).expect("read segment")).collect();
     g.bench_function("read_segments_u64_i64", |b| {
         b.iter_batched(
             || segments.clone(),
@@ -90,8 +87,8 @@ fn bench_shuffle(c: &mut Criterion) {
     const GROUP_RECORDS: u64 = 1_000_000;
     let wide = |i: u64| Ok::<_, Infallible>((ember_bench::gen::key_of(i, 62_500), i as i64));
     let mut mem = pool.reservation();
-    write_plain((0..GROUP_RECORDS).map(wide), 1, |_: &u64| 0, &mut mem, &cfg, &data, &index).expect("write");
-    let segment = read_segment(&data, &index, 0).expect("read segment");
+    write_plain((0..GROUP_RECORDS).map(wide), 1, |_: &u64| 0, &mut mem, &cfg, &data).expect("write");
+    let segment = read_segment(&data, 0).expect("read segment");
     g.throughput(Throughput::Elements(GROUP_RECORDS));
     g.sample_size(10);
     g.bench_function("group_by_key_from_segment_1m_records_62k_keys", |b| {

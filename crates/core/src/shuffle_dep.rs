@@ -80,16 +80,15 @@ fn shuffle_err(e: ember_shuffle::Error) -> Error {
 
 /// Where a map task writes, and the memory it writes under.
 struct MapTaskOutput {
-    data: std::path::PathBuf,
-    index: std::path::PathBuf,
+    path: std::path::PathBuf,
     mem: ember_shuffle::MemoryReservation,
     cfg: ember_shuffle::WriteConfig,
 }
 
 fn map_task_output(ctx: &TaskContext, shuffle_id: ShuffleId) -> MapTaskOutput {
     let env = ctx.env();
-    let (data, index) = env.map_output_paths(shuffle_id.0, ctx.partition_id());
-    MapTaskOutput { data, index, mem: env.memory_pool().reservation(), cfg: env.write_config() }
+    let path = env.map_output_path(shuffle_id.0, ctx.partition_id());
+    MapTaskOutput { path, mem: env.memory_pool().reservation(), cfg: env.write_config() }
 }
 
 impl<K: Key, V: Data, P: Partitioner<K>> StageSink for ShuffleWriteSink<K, V, P> {
@@ -103,8 +102,7 @@ impl<K: Key, V: Data, P: Partitioner<K>> StageSink for ShuffleWriteSink<K, V, P>
             |k: &K| p.partition(k),
             &mut out.mem,
             &out.cfg,
-            &out.data,
-            &out.index,
+            &out.path,
         )
         .map_err(shuffle_err)?;
         finish_map_task(ctx, info)
@@ -131,8 +129,7 @@ where
             &self.agg,
             &mut out.mem,
             &out.cfg,
-            &out.data,
-            &out.index,
+            &out.path,
         )
         .map_err(shuffle_err)?;
         // A combined output holds one record per distinct key. A task that

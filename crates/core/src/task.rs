@@ -79,8 +79,8 @@ pub trait TaskEnv: Send + Sync {
     fn executor_id(&self) -> &ExecutorId;
     fn memory_pool(&self) -> &Arc<MemoryPool>;
     fn write_config(&self) -> WriteConfig;
-    /// Final data and index file paths for one map output of this executor.
-    fn map_output_paths(&self, shuffle_id: u64, map_index: usize) -> (PathBuf, PathBuf);
+    /// Final path of one map output file of this executor.
+    fn map_output_path(&self, shuffle_id: u64, map_index: usize) -> PathBuf;
     /// The block server address recorded in this executor's map statuses.
     fn block_address(&self) -> String;
     /// The raw bytes of one reduce partition of one map output, wherever it lives.

@@ -50,7 +50,7 @@ impl TaskEnv for TestEnv {
     fn write_config(&self) -> WriteConfig {
         WriteConfig::new(std::env::temp_dir())
     }
-    fn map_output_paths(&self, _: u64, _: usize) -> (PathBuf, PathBuf) {
+    fn map_output_path(&self, _: u64, _: usize) -> PathBuf {
         unreachable!("test environments write no map outputs")
     }
     fn block_address(&self) -> String {

@@ -105,9 +105,8 @@ impl TaskEnv for ExecutorEnv {
         cfg
     }
 
-    fn map_output_paths(&self, shuffle_id: u64, map_index: usize) -> (PathBuf, PathBuf) {
-        let base = self.config.dir.join(format!("shuffle_{shuffle_id}_{map_index}"));
-        (base.with_extension("data"), base.with_extension("index"))
+    fn map_output_path(&self, shuffle_id: u64, map_index: usize) -> PathBuf {
+        self.config.dir.join(format!("shuffle_{shuffle_id}_{map_index}.data"))
     }
 
     fn block_address(&self) -> String {
@@ -122,13 +121,8 @@ impl TaskEnv for ExecutorEnv {
         reduce_id: usize,
     ) -> Result<Vec<u8>, TaskFailure> {
         if status.executor == self.config.id {
-            let (data, index) = self.map_output_paths(shuffle_id, map_index);
-            return ember_shuffle::read_segment(&data, &index, reduce_id).map_err(|e| TaskFailure::FetchFailed {
-                shuffle_id,
-                map_index,
-                reduce_id,
-                message: e.to_string(),
-            });
+            return ember_shuffle::read_segment(self.map_output_path(shuffle_id, map_index), reduce_id)
+                .map_err(|e| TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message: e.to_string() });
         }
         match &self.remote {
             Some(r) => r.fetch(status, shuffle_id, map_index, reduce_id),

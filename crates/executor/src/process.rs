@@ -503,8 +503,8 @@ async fn serve_blocks(
                 tokio::task::spawn_blocking(move || {
                     let resp = match req {
                         BlockRequest::ShuffleSegment { shuffle_id, map_index, reduce_id } => {
-                            let (data, index) = executor.env().map_output_paths(shuffle_id, map_index);
-                            match ember_shuffle::read_segment(&data, &index, reduce_id) {
+                            let path = executor.env().map_output_path(shuffle_id, map_index);
+                            match ember_shuffle::read_segment(&path, reduce_id) {
                                 Ok(b) => BlockResponse::Bytes(b),
                                 Err(e) => BlockResponse::Missing(e.to_string()),
                             }

@@ -1,12 +1,12 @@
 //! Ember's sort-based shuffle and memory accounting.
 //!
 //! * [`memory`]: the executor-wide [`MemoryPool`] and per-task [`MemoryReservation`]s.
-//! * [`format`]: the data/index file layout, [`BlockWriter`] and the
+//! * [`format`]: the map output file layout (data region + index trailer), [`BlockWriter`] and the
 //!   checksum-verifying [`SegmentReader`].
 //! * [`aggregator`]: the [`Aggregator`] trait (combineByKey semantics) and [`key_hash`].
 //! * [`writer`]: the map side — [`write_plain`] and [`write_combined`], which
 //!   buffer under a memory reservation, spill sorted runs and merge them into
-//!   one data file + one index file per map task.
+//!   one file per map task (its data, then its index).
 //! * [`reader`]: reduce-side [`combine_by_key`], [`merge_combiners_by_key`] and
 //!   the external [`sort_by_key`].
 //! * [`input`]: [`RecordInput`], the batched record source the writers and
@@ -29,8 +29,8 @@ pub mod writer;
 pub use aggregator::{key_hash, Aggregator, FnAggregator, MergeCombiners, KEY_HASH_SEED};
 pub use error::{Error, Result};
 pub use format::{
-    open_segment, read_index, read_segment, segment_range, write_index, BlockWriter, SegmentReader, DEFAULT_BLOCK_SIZE,
-    FORMAT_VERSION,
+    open_segment, read_index, read_segment, segment_range, BlockWriter, MapOutputFile, SegmentReader,
+    DEFAULT_BLOCK_SIZE, FORMAT_VERSION,
 };
 pub use input::RecordInput;
 pub use memory::{MemoryPool, MemoryReservation};

@@ -1,13 +1,14 @@
 //! The map side of the shuffle: [`write_plain`] and [`write_combined`] turn a
-//! map task's `(K, V)` records into one data file and one index file.
+//! map task's `(K, V)` records into one map output file: the data, then its
+//! index (see [`format`](crate::format)).
 //!
 //! Both buffer records in memory under a [`MemoryReservation`], growing it in
 //! [`WriteConfig::memory_chunk`] steps; when the pool refuses, the buffer is
 //! spilled to a temporary file in [`WriteConfig::spill_dir`] and the
 //! reservation is released. At the end the spills and the in-memory buffer
-//! are merged, partition by partition, into the data file (written under a
-//! temporary name and renamed into place), then the index is published the
-//! same way. Spill files are deleted on success and on error (drop guards).
+//! are merged, partition by partition, into the output file (written under a
+//! temporary name, the index trailer appended, then renamed into place).
+//! Spill files are deleted on success and on error (drop guards).
 //!
 //! * `write_plain` keeps, per partition, an open block of serialized records
 //!   plus already-framed (compressed) blocks, so memory accounting is exact
@@ -88,7 +89,7 @@ pub struct MapOutputInfo {
     pub partition_lengths: Vec<u64>,
     /// Records in the data file (after map-side combining, if any).
     pub records_written: u64,
-    /// Length of the data file.
+    /// Length of the data region (the file adds the index trailer).
     pub bytes_written: u64,
     /// Number of spill files written.
     pub spill_count: u32,
@@ -103,21 +104,12 @@ fn check_num_partitions(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes the index (temp name + rename) after the data file has been committed.
-fn publish(
-    data: TempOutput,
-    data_file: BufWriter<File>,
-    data_path: &Path,
-    index_path: &Path,
-    lengths: &[u64],
-) -> Result<()> {
-    finish_writer(data_file, data_path)?;
+/// Appends the index trailer to the written data and renames the file into place.
+fn publish(tmp: TempOutput, mut out: BufWriter<File>, path: &Path, lengths: &[u64]) -> Result<()> {
     let index = encode_index(lengths)?;
-    let (index_tmp, mut f) = TempOutput::create(index_path)?;
-    f.write_all(&index).map_err(io_ctx(format!("writing index {}", index_path.display())))?;
-    drop(f);
-    data.commit()?;
-    index_tmp.commit()
+    out.write_all(&index).map_err(io_ctx(format!("writing the index of {}", path.display())))?;
+    finish_writer(out, path)?;
+    tmp.commit()
 }
 
 /// Per-partition buffer of the plain writer: framed blocks plus one open block.
@@ -147,8 +139,7 @@ pub fn write_plain<K, V, I, P>(
     partition_of: P,
     mem: &mut MemoryReservation,
     cfg: &WriteConfig,
-    data_path: &Path,
-    index_path: &Path,
+    path: &Path,
 ) -> Result<MapOutputInfo>
 where
     K: Serialize + 'static,
@@ -156,7 +147,7 @@ where
     I: RecordInput<(K, V)>,
     P: Fn(&K) -> usize,
 {
-    let res = write_plain_inner(records, num_partitions, partition_of, mem, cfg, data_path, index_path);
+    let res = write_plain_inner(records, num_partitions, partition_of, mem, cfg, path);
     mem.free();
     res
 }
@@ -167,8 +158,7 @@ fn write_plain_inner<K, V, I, P>(
     partition_of: P,
     mem: &mut MemoryReservation,
     cfg: &WriteConfig,
-    data_path: &Path,
-    index_path: &Path,
+    path: &Path,
 ) -> Result<MapOutputInfo>
 where
     K: Serialize + 'static,
@@ -232,11 +222,11 @@ where
         }
     }
 
-    let (data_tmp, f) = TempOutput::create(data_path)?;
+    let (data_tmp, f) = TempOutput::create(path)?;
     let mut w = BufWriter::with_capacity(IO_BUFFER, f);
     let mut readers = spills.iter().map(|s| s.file.open()).collect::<Result<Vec<BufReader<File>>>>()?;
     let mut lengths = vec![0u64; n];
-    let data_ctx = || format!("writing data file {}", data_path.display());
+    let data_ctx = || format!("writing map output file {}", path.display());
     for (p, (part, len)) in parts.iter_mut().zip(lengths.iter_mut()).enumerate() {
         for (spill, reader) in spills.iter().zip(readers.iter_mut()) {
             let want = spill.lengths[p];
@@ -252,7 +242,7 @@ where
         *len += drain_part(part, env.compress, &mut scratch, &mut w).map_err(io_ctx(data_ctx()))?;
     }
     drop(readers);
-    publish(data_tmp, w, data_path, index_path, &lengths)?;
+    publish(data_tmp, w, path, &lengths)?;
     Ok(MapOutputInfo {
         bytes_written: lengths.iter().sum(),
         partition_lengths: lengths,
@@ -292,8 +282,7 @@ pub fn write_combined<K, V, C, A, I, P>(
     agg: &A,
     mem: &mut MemoryReservation,
     cfg: &WriteConfig,
-    data_path: &Path,
-    index_path: &Path,
+    path: &Path,
 ) -> Result<MapOutputInfo>
 where
     K: std::hash::Hash + Eq + Serialize + DeserializeOwned + 'static,
@@ -307,11 +296,11 @@ where
         let mut env = cfg.env(mem, &cfg.spill_dir);
         let mut comb: Combiner<K, C> = Combiner::new(num_partitions, cfg.expected_keys);
         crate::spill::for_each_batch(records, |batch| comb.insert_batch(batch, &agg, &partition_of, &mut env))?;
-        let (data_tmp, f) = TempOutput::create(data_path)?;
+        let (data_tmp, f) = TempOutput::create(path)?;
         let mut w = BufWriter::with_capacity(IO_BUFFER, f);
         let mut bw = crate::format::BlockWriter::new(env.block_size, env.compress);
         let lengths = write_combined_output(&mut comb, &agg, &partition_of, &mut bw, &mut w)?;
-        publish(data_tmp, w, data_path, index_path, &lengths)?;
+        publish(data_tmp, w, path, &lengths)?;
         Ok(MapOutputInfo {
             bytes_written: bw.bytes_written(),
             partition_lengths: lengths,

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
+use ember_shuffle::format::trailer_len;
 use ember_shuffle::{
     combine_by_key, key_hash, merge_combiners_by_key, read_index, read_segment, sort_by_key, write_combined,
     write_plain, Aggregator, Error, FnAggregator, MemoryPool, SegmentReader, WriteConfig,
@@ -53,14 +54,13 @@ fn spill_dir_is_empty(cfg: &WriteConfig) -> bool {
 
 fn read_partitions<K: DeserializeOwned + 'static, V: DeserializeOwned + 'static>(
     data: &Path,
-    index: &Path,
     n: usize,
 ) -> Vec<Vec<(K, V)>> {
-    let offsets = read_index(index).unwrap();
+    let offsets = read_index(data).unwrap();
     assert_eq!(offsets.len(), n + 1);
     (0..n)
         .map(|p| {
-            let seg = read_segment(data, index, p).unwrap();
+            let seg = read_segment(data, p).unwrap();
             assert_eq!(seg.len() as u64, offsets[p + 1] - offsets[p]);
             SegmentReader::<K, V>::new(seg).collect::<Result<Vec<_>, _>>().unwrap()
         })
@@ -76,31 +76,23 @@ where
     let (pool, mut cfg) = setup(tiny, dir.path());
     cfg.compress = compress;
     let data = dir.path().join("map.data");
-    let index = dir.path().join("map.index");
     let mut mem = pool.reservation();
-    let info = write_plain(
-        records.clone().into_iter().map(Ok::<_, Infallible>),
-        n,
-        part_of::<K>(n),
-        &mut mem,
-        &cfg,
-        &data,
-        &index,
-    )
-    .unwrap();
+    let info =
+        write_plain(records.clone().into_iter().map(Ok::<_, Infallible>), n, part_of::<K>(n), &mut mem, &cfg, &data)
+            .unwrap();
     assert_eq!(mem.size(), 0);
     drop(mem);
     assert_eq!(pool.used(), 0);
     assert!(spill_dir_is_empty(&cfg));
     assert_eq!(info.records_written, records.len() as u64);
-    assert_eq!(info.bytes_written, std::fs::metadata(&data).unwrap().len());
+    assert_eq!(info.bytes_written + trailer_len(n as u32), std::fs::metadata(&data).unwrap().len());
     assert_eq!(info.partition_lengths.len(), n);
     // Buffered blocks are compressed, so only output larger than the pool
     // proves that spilling must have happened.
     if tiny && info.bytes_written > 4096 {
         assert!(info.spill_count > 0, "expected spills: {info:?}");
     }
-    let parts: Vec<Vec<(K, V)>> = read_partitions(&data, &index, n);
+    let parts: Vec<Vec<(K, V)>> = read_partitions(&data, n);
     let pf = part_of::<K>(n);
     for (p, part) in parts.iter().enumerate() {
         // Exactly the records of partition p, in arrival order.
@@ -110,13 +102,13 @@ where
             assert!(a.0 == b.0 && a.1 == b.1, "{a:?} != {b:?}");
         }
     }
-    // Only the two published files remain next to the spill directory.
+    // Only the published file remains next to the spill directory.
     let names: HashSet<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "spill")
         .collect();
-    assert_eq!(names, HashSet::from(["map.data".into(), "map.index".into()]));
+    assert_eq!(names, HashSet::from(["map.data".into()]));
 }
 
 fn run_combined<K>(records: Vec<(K, u32)>, n: usize, tiny: bool) -> Vec<u8>
@@ -128,7 +120,6 @@ where
     // Some runs size the table up front (as a later task of a stage does).
     cfg.expected_keys = if records.len().is_multiple_of(3) { 0 } else { records.len() / 2 };
     let data = dir.path().join("map.data");
-    let index = dir.path().join("map.index");
     let mut mem = pool.reservation();
     let info = write_combined(
         records.clone().into_iter().map(Ok::<_, Infallible>),
@@ -138,7 +129,6 @@ where
         &mut mem,
         &cfg,
         &data,
-        &index,
     )
     .unwrap();
     drop(mem);
@@ -152,7 +142,7 @@ where
         assert!(info.spill_count > 0, "expected spills: {info:?}");
     }
     assert_eq!(info.records_written, oracle.len() as u64);
-    let parts: Vec<Vec<(K, u64)>> = read_partitions(&data, &index, n);
+    let parts: Vec<Vec<(K, u64)>> = read_partitions(&data, n);
     let pf = part_of::<K>(n);
     let mut seen: HashMap<K, u64> = HashMap::new();
     for (p, part) in parts.into_iter().enumerate() {
@@ -441,21 +431,12 @@ fn zero_partitions_give_a_valid_empty_output() {
     let dir = tempfile::tempdir().unwrap();
     let (pool, cfg) = setup(false, dir.path());
     let data = dir.path().join("d");
-    let index = dir.path().join("i");
     let mut mem = pool.reservation();
-    let info = write_plain(
-        std::iter::empty::<Result<(u32, u32), Infallible>>(),
-        0,
-        |_: &u32| 0,
-        &mut mem,
-        &cfg,
-        &data,
-        &index,
-    )
-    .unwrap();
+    let info = write_plain(std::iter::empty::<Result<(u32, u32), Infallible>>(), 0, |_: &u32| 0, &mut mem, &cfg, &data)
+        .unwrap();
     assert_eq!(info.partition_lengths, Vec::<u64>::new());
-    assert_eq!(read_index(&index).unwrap(), vec![0]);
-    assert_eq!(std::fs::metadata(&data).unwrap().len(), 0);
+    assert_eq!(read_index(&data).unwrap(), vec![0]);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), trailer_len(0));
     // A record with nowhere to go is an error, not a panic.
     let err = write_plain(
         [(1u32, 1u32)].into_iter().map(Ok::<_, Infallible>),
@@ -464,7 +445,6 @@ fn zero_partitions_give_a_valid_empty_output() {
         &mut mem,
         &cfg,
         &dir.path().join("d2"),
-        &dir.path().join("i2"),
     )
     .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)));
@@ -490,30 +470,21 @@ fn errors_leave_no_files_and_no_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (pool, cfg) = setup(true, dir.path());
     let data = dir.path().join("map.data");
-    let index = dir.path().join("map.index");
     let mut mem = pool.reservation();
 
-    let e = write_plain(failing(3000), 4, part_of::<u32>(4), &mut mem, &cfg, &data, &index).unwrap_err();
+    let e = write_plain(failing(3000), 4, part_of::<u32>(4), &mut mem, &cfg, &data).unwrap_err();
     assert!(matches!(e, Error::Upstream(_)), "{e:?}");
     assert_eq!(pool.used(), 0);
     assert!(std::fs::read_dir(&cfg.spill_dir).unwrap().count() == 0);
 
-    let e = write_combined(failing(3000), 4, part_of::<u32>(4), &Sum, &mut mem, &cfg, &data, &index).unwrap_err();
+    let e = write_combined(failing(3000), 4, part_of::<u32>(4), &Sum, &mut mem, &cfg, &data).unwrap_err();
     assert!(matches!(e, Error::Upstream(_)));
     assert_eq!(pool.used(), 0);
 
     // Partitioner out of range, discovered at spill time.
-    let e = write_combined(
-        (0..3000u32).map(|i| Ok::<_, Infallible>((i, i))),
-        4,
-        |_: &u32| 9,
-        &Sum,
-        &mut mem,
-        &cfg,
-        &data,
-        &index,
-    )
-    .unwrap_err();
+    let e =
+        write_combined((0..3000u32).map(|i| Ok::<_, Infallible>((i, i))), 4, |_: &u32| 9, &Sum, &mut mem, &cfg, &data)
+            .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)));
     assert_eq!(pool.used(), 0);
 
@@ -569,7 +540,6 @@ fn corrupted_map_output_is_reported() {
     let (_pool, cfg) = setup(false, dir.path());
     let pool = MemoryPool::new(1 << 30);
     let data = dir.path().join("map.data");
-    let index = dir.path().join("map.index");
     let mut mem = pool.reservation();
     write_plain(
         (0..1000u32).map(|i| Ok::<_, Infallible>((i, format!("v{i}")))),
@@ -578,7 +548,6 @@ fn corrupted_map_output_is_reported() {
         &mut mem,
         &cfg,
         &data,
-        &index,
     )
     .unwrap();
     let mut bytes = std::fs::read(&data).unwrap();
@@ -587,7 +556,7 @@ fn corrupted_map_output_is_reported() {
     std::fs::write(&data, &bytes).unwrap();
     let mut errors = 0;
     for p in 0..2 {
-        let seg = read_segment(&data, &index, p).unwrap();
+        let seg = read_segment(&data, p).unwrap();
         if SegmentReader::<u32, String>::new(seg).collect::<Result<Vec<_>, _>>().is_err_and(|e| e.is_corrupt()) {
             errors += 1;
         }

@@ -34,27 +34,15 @@ fn throughput_smoke() {
         let pool = MemoryPool::new(limit);
         let mut mem = pool.reservation();
         let t = Instant::now();
-        let info =
-            write_plain(records(), parts, pf, &mut mem, &cfg, &dir.path().join("p.data"), &dir.path().join("p.index"))
-                .unwrap();
+        let info = write_plain(records(), parts, pf, &mut mem, &cfg, &dir.path().join("p.data")).unwrap();
         eprintln!("plain    {label}: {:?} spills={} bytes={}", t.elapsed(), info.spill_count, info.bytes_written);
         let t = Instant::now();
-        let info = write_combined(
-            records(),
-            parts,
-            pf,
-            &Sum,
-            &mut mem,
-            &cfg,
-            &dir.path().join("c.data"),
-            &dir.path().join("c.index"),
-        )
-        .unwrap();
+        let info = write_combined(records(), parts, pf, &Sum, &mut mem, &cfg, &dir.path().join("c.data")).unwrap();
         eprintln!("combined {label}: {:?} spills={} recs={}", t.elapsed(), info.spill_count, info.records_written);
         let t = Instant::now();
         let mut total = 0usize;
         for p in 0..parts {
-            let it = open_segment::<u64, u64>(dir.path().join("p.data"), dir.path().join("p.index"), p).unwrap();
+            let it = open_segment::<u64, u64>(dir.path().join("p.data"), p).unwrap();
             let agg = combine_by_key(it, Sum, &mut mem, &cfg.spill_dir, &cfg).unwrap();
             total += agg.count();
         }
