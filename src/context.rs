@@ -196,6 +196,7 @@ impl Context {
                         max_frame: conf.get_bytes("ember.rpc.maxFrameSize")?.unwrap_or(512 << 20) as usize,
                         register_timeout: Duration::from_secs(60),
                         spin_wait,
+                        unix_socket: conf.get_bool("ember.rpc.unixSocket")?.unwrap_or(true),
                     },
                     tx.clone(),
                 )?);

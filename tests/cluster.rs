@@ -485,3 +485,43 @@ fn stopping_while_a_replacement_executor_starts_does_not_wait_for_it() {
         "the starting executor was killed"
     );
 }
+
+/// Inodes of the Unix domain sockets process `pid` holds open.
+fn unix_sockets_of(pid: u32) -> Vec<u64> {
+    let unix: std::collections::HashSet<u64> = std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?.to_string_lossy().into_owned();
+            target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .filter(|inode| unix.contains(inode))
+        .collect()
+}
+
+#[test]
+fn executors_reach_the_driver_over_a_unix_socket_unless_told_to_use_tcp() {
+    for unix in [true, false] {
+        let sc =
+            quiet(Context::builder().master(CLUSTER).set("ember.rpc.unixSocket", if unix { "true" } else { "false" }))
+                .build()
+                .unwrap();
+        for pid in sc.executor_pids() {
+            assert_eq!(!unix_sockets_of(pid).is_empty(), unix, "executor {pid}, ember.rpc.unixSocket={unix}");
+        }
+        assert_eq!(sc.local_dir().join("driver.sock").exists(), unix);
+        // Jobs, shuffles and remote fetches run the same either way.
+        let pairs = sc.parallelize((0..10_000u64).map(|i| (i % 100, i)).collect::<Vec<_>>(), 8);
+        let mut sums = pairs.reduce_by_key(|a, b| a + b, 4).collect().unwrap();
+        sums.sort();
+        assert_eq!(sums.len(), 100);
+        assert_eq!(sums[7], (7, (0..100u64).map(|k| k * 100 + 7).sum()));
+        sc.stop();
+    }
+}

@@ -48,6 +48,11 @@ pub const KNOWN_KEYS: &[ConfEntry] = &[
         doc: "How long a driver or executor thread that has just handled a message polls for the next before it sleeps (yielding its CPU between polls); waking a sleeping thread costs 10-30 us on a virtual machine. 0 = always sleep.",
     },
     ConfEntry {
+        key: "ember.rpc.unixSocket",
+        default: "true",
+        doc: "Whether local-cluster executors reach the driver over a Unix domain socket in the application directory instead of loopback TCP (a cross-process round trip costs about half as much).",
+    },
+    ConfEntry {
         key: "ember.local.dir",
         default: "(system temp dir)",
         doc: "Directory for shuffle files and spills; a per-application subdirectory is created and removed.",

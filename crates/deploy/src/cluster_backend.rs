@@ -40,6 +40,10 @@ pub struct ClusterSettings {
     pub network_timeout: Duration,
     /// Results larger than this fail their job without being fetched.
     pub max_result_size: u64,
+    /// Where to listen, besides loopback TCP, for executors on this host:
+    /// a Unix socket path (see `ember_rpc::stream`). `None`, or a path that
+    /// cannot be bound (too long for a socket address, say), leaves TCP only.
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 struct ExecutorConn {
@@ -75,6 +79,8 @@ struct Shared {
 pub struct DriverEndpoint {
     shared: Arc<Shared>,
     address: String,
+    /// `unix:PATH`, when the endpoint also listens on a Unix socket.
+    unix_address: Option<String>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -88,6 +94,16 @@ impl DriverEndpoint {
     ) -> std::io::Result<Self> {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let address = listener.local_addr()?.to_string();
+        let unix_listener = settings.unix_socket.as_ref().and_then(|path| {
+            let _guard = runtime.enter();
+            match tokio::net::UnixListener::bind(path) {
+                Ok(l) => Some((l, format!("{}{}", ember_rpc::stream::UNIX_PREFIX, path.display()))),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "no Unix socket for the driver; executors use TCP");
+                    None
+                }
+            }
+        });
         let shared = Arc::new(Shared {
             blocks: BlockClients::new(runtime.handle().clone(), secret.clone(), settings.max_frame),
             secret,
@@ -100,13 +116,23 @@ impl DriverEndpoint {
             refusals: Mutex::new(Vec::new()),
             lost_watchers: Mutex::new(Vec::new()),
         });
-        runtime.spawn(accept_loop(listener, shared.clone()));
-        Ok(DriverEndpoint { shared, address, runtime: runtime.handle().clone() })
+        runtime.spawn(accept_tcp(listener, shared.clone()));
+        let unix_address = unix_listener.map(|(l, address)| {
+            runtime.spawn(accept_unix(l, shared.clone()));
+            address
+        });
+        Ok(DriverEndpoint { shared, address, unix_address, runtime: runtime.handle().clone() })
     }
 
-    /// Where executors connect.
+    /// Where executors connect over TCP.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Where executors on this host connect (`unix:PATH`), if the endpoint
+    /// listens on a Unix socket.
+    pub fn unix_address(&self) -> Option<&str> {
+        self.unix_address.as_deref()
     }
 
     pub fn registered(&self) -> Vec<ExecutorId> {
@@ -175,67 +201,62 @@ fn refuse(shared: &Shared, reason: String) {
     shared.refusals.lock().push(reason);
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { return };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let (mut reader, mut writer) =
-                match accept(stream, &shared.secret, PROTOCOL_VERSION, shared.settings.max_frame).await {
-                    Ok(c) => c,
-                    Err(e) => return refuse(&shared, format!("connection from {peer}: {e}")),
-                };
-            let (id, cores, block_address) = match reader.recv::<ToDriver>().await {
-                Ok(ToDriver::RegisterExecutor {
-                    executor_id,
-                    block_address,
-                    cores,
-                    exe_hash,
-                    protocol_version,
-                    ..
-                }) => {
-                    let problem = if protocol_version != PROTOCOL_VERSION {
-                        Some(format!("protocol version {protocol_version}, driver speaks {PROTOCOL_VERSION}"))
-                    } else if &exe_hash != ember_core::codec::exe_hash() {
-                        Some(format!(
-                            "executable hash {} differs from the driver's {}; executors must run the driver's binary",
-                            ember_core::codec::hex(&exe_hash),
-                            ember_core::codec::hex(ember_core::codec::exe_hash())
-                        ))
-                    } else {
-                        None
-                    };
-                    if let Some(reason) = problem {
-                        let _ = writer.send(&ToExecutor::RegisterExecutorFailed { reason: reason.clone() }).await;
-                        return refuse(&shared, format!("executor {executor_id}: {reason}"));
-                    }
-                    (ExecutorId::from(executor_id), cores, block_address)
-                }
-                Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
-                Err(e) => return refuse(&shared, format!("{peer}: {e}")),
-            };
-            // From here the event loop reads this connection.
-            let (reader, writer) = match ember_rpc::detach(reader, writer) {
-                Ok(halves) => halves,
-                Err(e) => return refuse(&shared, format!("executor {id}: {e}")),
-            };
-            let link = SharedWriter::start(writer);
-            link.send(&ToExecutor::RegisteredExecutor);
-            shared.executors.lock().insert(id.clone(), ExecutorConn { link: link.clone() });
-            shared.registered.lock().push(Incoming {
-                id,
-                cores,
-                block_address,
-                reader,
-                link,
-                last_seen: Instant::now(),
-            });
-            shared.any_registered.store(true, Ordering::Release);
-            // The event loop reports the executor added when it takes the
-            // connection, so its loss can never come first.
-            shared.loop_tx.wake();
-        });
+        tokio::spawn(register(stream.into(), peer.to_string(), shared.clone()));
     }
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        tokio::spawn(register(stream.into(), "a local executor".into(), shared.clone()));
+    }
+}
+
+/// Authenticates a new connection and registers its executor.
+async fn register(stream: ember_rpc::Stream, peer: String, shared: Arc<Shared>) {
+    let (mut reader, mut writer) =
+        match accept(stream, &shared.secret, PROTOCOL_VERSION, shared.settings.max_frame).await {
+            Ok(c) => c,
+            Err(e) => return refuse(&shared, format!("connection from {peer}: {e}")),
+        };
+    let (id, cores, block_address) = match reader.recv::<ToDriver>().await {
+        Ok(ToDriver::RegisterExecutor { executor_id, block_address, cores, exe_hash, protocol_version, .. }) => {
+            let problem = if protocol_version != PROTOCOL_VERSION {
+                Some(format!("protocol version {protocol_version}, driver speaks {PROTOCOL_VERSION}"))
+            } else if &exe_hash != ember_core::codec::exe_hash() {
+                Some(format!(
+                    "executable hash {} differs from the driver's {}; executors must run the driver's binary",
+                    ember_core::codec::hex(&exe_hash),
+                    ember_core::codec::hex(ember_core::codec::exe_hash())
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                let _ = writer.send(&ToExecutor::RegisterExecutorFailed { reason: reason.clone() }).await;
+                return refuse(&shared, format!("executor {executor_id}: {reason}"));
+            }
+            (ExecutorId::from(executor_id), cores, block_address)
+        }
+        Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
+        Err(e) => return refuse(&shared, format!("{peer}: {e}")),
+    };
+    // From here the event loop reads this connection.
+    let (reader, writer) = match ember_rpc::detach(reader, writer) {
+        Ok(halves) => halves,
+        Err(e) => return refuse(&shared, format!("executor {id}: {e}")),
+    };
+    let link = SharedWriter::start(writer);
+    link.send(&ToExecutor::RegisteredExecutor);
+    shared.executors.lock().insert(id.clone(), ExecutorConn { link: link.clone() });
+    shared.registered.lock().push(Incoming { id, cores, block_address, reader, link, last_seen: Instant::now() });
+    shared.any_registered.store(true, Ordering::Release);
+    // The event loop reports the executor added when it takes the
+    // connection, so its loss can never come first.
+    shared.loop_tx.wake();
 }
 
 /// Fetches a result parked in the executor's block server, unless it is over the limit.

@@ -38,6 +38,9 @@ pub struct LocalClusterConfig {
     pub register_timeout: Duration,
     /// `ember.spinWait`, for the driver's readers and the executors.
     pub spin_wait: Duration,
+    /// `ember.rpc.unixSocket`: executors reach the driver over a Unix socket
+    /// in `app_dir` rather than loopback TCP.
+    pub unix_socket: bool,
 }
 
 pub struct LocalCluster {
@@ -70,6 +73,7 @@ impl LocalCluster {
                 max_frame: config.max_frame,
                 network_timeout: config.network_timeout,
                 max_result_size: config.max_result_size,
+                unix_socket: config.unix_socket.then(|| config.app_dir.join("driver.sock")),
             },
             loop_tx,
         )
@@ -78,7 +82,7 @@ impl LocalCluster {
             children: Mutex::new(Vec::new()),
             config,
             secret,
-            driver_address: endpoint.address().to_string(),
+            driver_address: endpoint.unix_address().unwrap_or(endpoint.address()).to_string(),
             next_id: Mutex::new(0),
             stopping: AtomicBool::new(false),
         });

@@ -24,7 +24,7 @@ fn endpoint_with_timeout(
     let ep = DriverEndpoint::start(
         &rt,
         secret.clone(),
-        ClusterSettings { max_frame: 1 << 20, network_timeout, max_result_size: 1 << 30 },
+        ClusterSettings { max_frame: 1 << 20, network_timeout, max_result_size: 1 << 30, unix_socket: None },
         tx,
     )
     .unwrap();
@@ -243,4 +243,73 @@ fn a_loop_turns_messages_leave_at_its_flush_and_stage_releases_follow_on_their_o
         matches!(next(&mut r, Duration::from_secs(10)), Some(ToExecutor::ReleaseStage { payload_hash }) if payload_hash == [3; 32])
     );
     drop(w);
+}
+
+#[test]
+fn executors_on_this_host_register_over_the_unix_socket_and_are_read_like_tcp_ones() {
+    let secret = Secret::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, rx) = loop_channel().unwrap();
+    let settings = ClusterSettings {
+        max_frame: 1 << 20,
+        network_timeout: Duration::from_secs(120),
+        max_result_size: 1 << 30,
+        unix_socket: Some(dir.path().join("driver.sock")),
+    };
+    let ep = DriverEndpoint::start(&rt, secret.clone(), settings, tx).unwrap();
+    let unix = ep.unix_address().expect("the endpoint listens on the Unix socket").to_string();
+    assert_eq!(unix, format!("unix:{}", dir.path().join("driver.sock").display()));
+    // The wrong secret is refused there too.
+    let refused = rt.block_on(async {
+        let stream = ember_rpc::Stream::connect(&unix).await.unwrap();
+        connect(stream, &Secret::generate(), PROTOCOL_VERSION, 1 << 20).await.map(|_| ())
+    });
+    assert!(refused.is_err());
+    let (r, mut w) = rt.block_on(async {
+        let stream = ember_rpc::Stream::connect(&unix).await.unwrap();
+        assert!(matches!(stream, ember_rpc::Stream::Unix(_)));
+        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "near")).await.unwrap();
+        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
+        (r, w)
+    });
+    let mut lp = Loop::new(&ep, rx);
+    let wait = Duration::from_secs(10);
+    assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));
+    rt.block_on(async {
+        for t in 0..20u64 {
+            let state = ember_core::task::TaskState::Running;
+            w.send(&ToDriver::StatusUpdate { task_id: ember_common::TaskId(t), state }).await.unwrap();
+        }
+    });
+    for t in 0..20u64 {
+        match lp.next(wait) {
+            LoopMsg::StatusUpdate { task_id, .. } => assert_eq!(task_id.0, t),
+            _ => panic!("expected the status update of task {t}"),
+        }
+    }
+    drop((r, w));
+    match lp.next(wait) {
+        LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.as_str(), "near"),
+        _ => panic!("expected ExecutorLost"),
+    }
+}
+
+#[test]
+fn a_socket_path_that_cannot_be_bound_leaves_tcp_only() {
+    let secret = Secret::generate();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, _rx) = loop_channel().unwrap();
+    // Longer than a Unix socket address can hold.
+    let long = std::env::temp_dir().join("x".repeat(200)).join("driver.sock");
+    let settings = ClusterSettings {
+        max_frame: 1 << 20,
+        network_timeout: Duration::from_secs(120),
+        max_result_size: 1 << 30,
+        unix_socket: Some(long),
+    };
+    let ep = DriverEndpoint::start(&rt, secret, settings, tx).unwrap();
+    assert!(ep.unix_address().is_none());
+    assert!(ep.address().parse::<std::net::SocketAddr>().is_ok());
 }

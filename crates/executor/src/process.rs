@@ -44,7 +44,7 @@ use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// True when this process was launched as an executor.
@@ -234,7 +234,7 @@ async fn register(
     let block_listener =
         TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the block server: {e}"))?;
     let block_address = block_listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let stream = TcpStream::connect(&config.driver_address)
+    let stream = ember_rpc::Stream::connect(&config.driver_address)
         .await
         .map_err(|e| format!("cannot reach the driver at {}: {e}", config.driver_address))?;
     let (mut reader, mut writer) = connect(stream, secret, PROTOCOL_VERSION, config.max_frame)
@@ -542,8 +542,9 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             accept(stream, &s2, PROTOCOL_VERSION, 1 << 20).await.unwrap()
         });
-        let (_r, w) =
-            connect(TcpStream::connect(addr).await.unwrap(), &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        let (_r, w) = connect(tokio::net::TcpStream::connect(addr).await.unwrap(), &secret, PROTOCOL_VERSION, 1 << 20)
+            .await
+            .unwrap();
         let (driver_reader, _driver_writer) = driver.await.unwrap();
         (DriverLink::start(SharedWriter::start(w), Arc::default(), 1 << 20), driver_reader)
     }

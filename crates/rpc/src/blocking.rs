@@ -11,11 +11,12 @@
 //! `LaunchTask` and runs it.
 //!
 //! [`detach`] moves a connection there after the handshake. The socket
-//! leaves tokio's reactor and comes back registered for writability only:
-//! arriving data then wakes nobody but the thread waiting on it. Frames,
+//! leaves tokio's reactor, and comes back only while a writer waits for
+//! room in it: arriving data then wakes nobody but the thread waiting on it. Frames,
 //! tags and sequence numbers are exactly those of [`ConnReader`].
 
 use crate::frame::{open_frame_with, ConnReader, ConnWriter, HmacSha256, RpcError, WriteHalf, WriteOnly, TAG};
+use crate::stream::StdStream;
 use serde::de::DeserializeOwned;
 use std::io::Read;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ const KEEP_CAPACITY: usize = 4 << 20;
 
 /// The receiving half of an authenticated connection, read without tokio.
 pub struct BlockingReader {
-    stream: std::net::TcpStream,
+    stream: StdStream,
     /// Bytes from the socket; `buf[start..end]` is not yet parsed.
     buf: Vec<u8>,
     start: usize,
@@ -58,16 +59,9 @@ pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader,
         Ok(WriteHalf::Tokio(h)) => h,
         _ => return Err(RpcError::Malformed("the connection is already shared or detached".into())),
     };
-    let stream = read_half
-        .reunite(write_half)
-        .map_err(|_| RpcError::Malformed("the halves belong to different connections".into()))?
-        .into_std()?;
+    let stream = crate::stream::reunite(read_half, write_half)?;
     stream.set_nonblocking(true)?;
     let for_writes = stream.try_clone()?;
-    // SAFETY: the `AsyncFd` owns the stream, so the descriptor stays open,
-    // and is not replaced, until the `AsyncFd` has deregistered it.
-    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(for_writes, tokio::io::Interest::WRITABLE) }
-        .map_err(|e| RpcError::Io(e.into()))?;
     let end = unread.len();
     let mut buf = unread;
     buf.resize(end.max(READ_CHUNK), 0);
@@ -84,7 +78,7 @@ pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader,
         seq,
     };
     let writer = ConnWriter {
-        inner: Arc::new(WriteHalf::WriteOnly(WriteOnly(fd))),
+        inner: Arc::new(WriteHalf::WriteOnly(WriteOnly(for_writes))),
         mac: wmac,
         direction: wdir,
         seq: wseq,
@@ -180,7 +174,7 @@ impl BlockingReader {
     /// Reads what the socket holds; false if it held nothing.
     fn fill(&mut self) -> Result<bool, RpcError> {
         loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
+            match (&self.stream).read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(RpcError::Closed),
                 Ok(n) => {
                     self.end += n;
@@ -292,6 +286,38 @@ mod tests {
         drop(sw);
         assert_eq!(recv::<(u32, Vec<u8>)>(&mut r).unwrap().0, u32::MAX);
         assert!(matches!(recv::<u32>(&mut r), Err(RpcError::Closed)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_unix_socket_connection_detaches_and_carries_frames_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let secret = crate::Secret::generate();
+        let s2 = secret.clone();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            crate::accept(stream, &s2, 1, 64 << 20).await.unwrap()
+        });
+        let address = format!("{}{}", crate::stream::UNIX_PREFIX, path.display());
+        let stream = crate::Stream::connect(&address).await.unwrap();
+        let (cr, cw) = crate::connect(stream, &secret, 1, 64 << 20).await.unwrap();
+        let (mut sr, mut sw) = server.await.unwrap();
+        let (mut r, w) = detach(cr, cw).unwrap();
+        let w = SharedWriter::start(w);
+        // More than the socket buffers hold, so the writer must wait for room.
+        let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+        assert!(w.send(&big));
+        assert!(w.send(&7u32));
+        let wait = Duration::from_secs(30);
+        assert!(tokio::time::timeout(wait, sr.recv::<Vec<u8>>()).await.unwrap().unwrap() == big);
+        assert_eq!(tokio::time::timeout(wait, sr.recv::<u32>()).await.unwrap().unwrap(), 7);
+        sw.send(&(1u32, "back".to_string())).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || recv::<(u32, String)>(&mut r).unwrap()).await.unwrap();
+        assert_eq!(got, (1, "back".to_string()));
+        drop(w);
+        let end = tokio::time::timeout(wait, sr.recv::<u32>()).await;
+        assert!(matches!(end, Ok(Err(RpcError::Closed))), "the peer sees the end");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

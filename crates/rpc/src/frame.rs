@@ -30,8 +30,9 @@ use rand::RngCore;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use crate::stream::{AsyncWriteHalf, ReadHalf, StdStream, Stream};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 const MAGIC: &[u8; 4] = b"EMBR";
@@ -101,7 +102,7 @@ fn verify(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
     mac(key, parts).verify_slice(expected).is_ok()
 }
 
-pub(crate) type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+pub(crate) type Reader = FramedRead<ReadHalf, LengthDelimitedCodec>;
 
 /// Bytes before a frame's payload: the length prefix and the tag.
 const HEADER: usize = 4 + TAG;
@@ -122,21 +123,25 @@ pub struct ConnReader {
 
 /// The socket a [`ConnWriter`] writes to: tokio's half of a connection it
 /// also reads, or — once [`crate::blocking::detach`] has moved reading to a
-/// plain thread — the socket registered with tokio for writability only, so
-/// that arriving data never wakes the I/O thread.
+/// plain thread — the plain socket.
 pub(crate) enum WriteHalf {
-    Tokio(tokio::net::tcp::OwnedWriteHalf),
+    Tokio(AsyncWriteHalf),
     WriteOnly(WriteOnly),
 }
 
-/// A socket registered with tokio for writability only.
-pub(crate) struct WriteOnly(pub(crate) tokio::io::unix::AsyncFd<std::net::TcpStream>);
+/// A detached connection's sending side: a plain non-blocking socket,
+/// registered with tokio only while a writer waits for room in it. A socket
+/// registered for writability all along has its waiters woken whenever the
+/// peer reads — on a Unix socket after every message it reads — which woke
+/// the I/O thread for nothing: local-cluster tiny jobs took 0.059–0.082 ms
+/// over Unix sockets that way, against 0.037–0.045 ms over TCP.
+pub(crate) struct WriteOnly(pub(crate) StdStream);
 
 impl Drop for WriteOnly {
     fn drop(&mut self) {
         // As tokio's half does: the peer sees the sending side end even
         // while this process still holds the socket's reading side.
-        let _ = self.0.get_ref().shutdown(std::net::Shutdown::Write);
+        let _ = self.0.shutdown_write();
     }
 }
 
@@ -144,7 +149,7 @@ impl WriteHalf {
     pub(crate) fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             WriteHalf::Tokio(h) => h.try_write(buf),
-            WriteHalf::WriteOnly(fd) => std::io::Write::write(&mut fd.0.get_ref(), buf),
+            WriteHalf::WriteOnly(w) => std::io::Write::write(&mut &w.0, buf),
         }
     }
 
@@ -154,10 +159,18 @@ impl WriteHalf {
     pub(crate) async fn writable(&self) -> std::io::Result<()> {
         match self {
             WriteHalf::Tokio(h) => h.writable().await,
-            WriteHalf::WriteOnly(fd) => {
-                // Forget this readiness before the retry: if the retry finds
-                // the socket full, the next wait is for a fresh edge.
-                fd.0.writable().await?.clear_ready();
+            WriteHalf::WriteOnly(w) => {
+                // A registration reports the socket's state when it is
+                // made, so room that appeared since the failed write is not
+                // missed; it ends (and the duplicate descriptor closes) here.
+                let dup = w.0.try_clone()?;
+                // SAFETY: the `AsyncFd` owns the duplicate descriptor, so it
+                // stays open, and is not replaced, until the `AsyncFd` has
+                // deregistered it on drop.
+                let fd =
+                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::WRITABLE) }
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let _ready = fd.writable().await?;
                 Ok(())
             }
         }
@@ -193,7 +206,7 @@ async fn next_raw(r: &mut Reader) -> Result<bytes::BytesMut, RpcError> {
 }
 
 /// Writes one unauthenticated handshake frame.
-async fn write_raw(w: &mut tokio::net::tcp::OwnedWriteHalf, body: &[u8]) -> Result<(), RpcError> {
+async fn write_raw(w: &mut AsyncWriteHalf, body: &[u8]) -> Result<(), RpcError> {
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(body);
@@ -201,15 +214,14 @@ async fn write_raw(w: &mut tokio::net::tcp::OwnedWriteHalf, body: &[u8]) -> Resu
     Ok(())
 }
 
-fn split(stream: TcpStream, max_frame: usize) -> (Reader, tokio::net::tcp::OwnedWriteHalf) {
-    let _ = stream.set_nodelay(true);
+fn split(stream: Stream, max_frame: usize) -> (Reader, AsyncWriteHalf) {
     let (r, w) = stream.into_split();
     (FramedRead::new(r, codec(max_frame)), w)
 }
 
 fn halves(
     r: Reader,
-    w: tokio::net::tcp::OwnedWriteHalf,
+    w: AsyncWriteHalf,
     key: [u8; 32],
     read_direction: u8,
     max_frame: usize,
@@ -231,12 +243,12 @@ fn halves(
 
 /// Client side of the handshake.
 pub async fn connect(
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     secret: &Secret,
     protocol: u32,
     max_frame: usize,
 ) -> Result<(ConnReader, ConnWriter), RpcError> {
-    let (mut r, mut w) = split(stream, max_frame);
+    let (mut r, mut w) = split(stream.into(), max_frame);
     let mut client_nonce = [0u8; 32];
     rand::rng().fill_bytes(&mut client_nonce);
     let mut hello = Vec::with_capacity(40);
@@ -260,12 +272,12 @@ pub async fn connect(
 
 /// Server side of the handshake.
 pub async fn accept(
-    stream: TcpStream,
+    stream: impl Into<Stream>,
     secret: &Secret,
     protocol: u32,
     max_frame: usize,
 ) -> Result<(ConnReader, ConnWriter), RpcError> {
-    let (mut r, mut w) = split(stream, max_frame);
+    let (mut r, mut w) = split(stream.into(), max_frame);
     let hello = next_raw(&mut r).await?;
     if hello.len() != 40 || &hello[..4] != MAGIC {
         return Err(RpcError::Malformed("not an Ember connection".into()));
@@ -523,7 +535,7 @@ pub(crate) async fn pair(max_frame: usize) -> (ConnReader, ConnWriter, ConnReade
         let (stream, _) = listener.accept().await.unwrap();
         accept(stream, &s2, 1, max_frame).await.unwrap()
     });
-    let (cr, cw) = connect(TcpStream::connect(addr).await.unwrap(), &secret, 1, max_frame).await.unwrap();
+    let (cr, cw) = connect(tokio::net::TcpStream::connect(addr).await.unwrap(), &secret, 1, max_frame).await.unwrap();
     let (sr, sw) = server.await.unwrap();
     (cr, cw, sr, sw)
 }

@@ -1,6 +1,8 @@
 //! Ember's wire protocol.
 //!
-//! - [`frame`]: long-lived TCP connections carrying length-delimited frames,
+//! - [`stream`]: the sockets under connections — TCP, or a Unix domain
+//!   socket between processes of one host.
+//! - [`frame`]: long-lived connections carrying length-delimited frames,
 //!   each authenticated with HMAC-SHA256 under a per-connection session key
 //!   derived from the application secret during a mutual challenge-response
 //!   handshake; a size limit is checked before any frame is buffered.
@@ -23,6 +25,7 @@ pub mod launch;
 pub mod messages;
 pub mod runtime;
 pub mod shared;
+pub mod stream;
 
 pub use blocking::{detach, wait_any, BlockingReader};
 pub use client::{BlockClient, BlockClients, RpcClient};
@@ -30,3 +33,4 @@ pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret}
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, WireStage, WireTask, PROTOCOL_VERSION};
 pub use runtime::io_runtime;
 pub use shared::SharedWriter;
+pub use stream::Stream;
