@@ -135,6 +135,13 @@ impl Executor {
         self.pool.lock().as_ref().is_some_and(|p| p.all_busy_for(d))
     }
 
+    /// See [`TaskPool::wake_a_sleeper`].
+    pub fn wake_idle_reader(&self) {
+        if let Some(p) = self.pool.lock().as_ref() {
+            p.wake_a_sleeper();
+        }
+    }
+
     /// Asks a task to stop at its next record boundary.
     pub fn kill_task(&self, task_id: TaskId, reason: &str) {
         let mut r = self.inner.running.lock();

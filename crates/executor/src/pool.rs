@@ -35,12 +35,16 @@ pub trait Inbox: Send + Sync {
     /// False at once if another thread is reading. Once this thread is the
     /// reader it does not sleep if `work_queued` says a task waits.
     fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool;
+    /// True while some thread holds the reader's place (or no thread may
+    /// read any more): then an idle thread sleeps on the queue instead.
+    fn has_reader(&self) -> bool;
 }
 
 pub struct TaskPool {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     busy: Arc<BusyClock>,
+    sleepers: Arc<Sleepers>,
 }
 
 /// Threads asleep on the task queue, and how to wake one of them to read
@@ -49,6 +53,20 @@ struct Sleepers {
     count: AtomicUsize,
     nudge_tx: Sender<()>,
     nudge_rx: Receiver<()>,
+}
+
+impl Sleepers {
+    /// Called by a reader that stops reading (it has released its place):
+    /// wakes one thread asleep on the queue to read instead. Paired with
+    /// the re-check in [`park`]: a thread counts itself asleep and then
+    /// looks for a reader, a reader leaves and then counts sleepers, so
+    /// one of the two always sees the other.
+    fn wake_one(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) > 0 && self.nudge_rx.is_empty() {
+            let _ = self.nudge_tx.send(());
+        }
+    }
 }
 
 /// When each thread started its current job (milliseconds since `epoch`,
@@ -73,6 +91,16 @@ impl TaskPool {
         spin_wait: Duration,
         inbox: Option<Arc<dyn Inbox>>,
     ) -> std::io::Result<Self> {
+        Self::with_park_slice(name, threads, spin_wait, inbox, PARK_SLICE)
+    }
+
+    fn with_park_slice(
+        name: &str,
+        threads: usize,
+        spin_wait: Duration,
+        inbox: Option<Arc<dyn Inbox>>,
+        slice: Duration,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = unbounded::<Job>();
         let threads = threads.max(1);
         let busy =
@@ -85,7 +113,7 @@ impl TaskPool {
             handles.push(
                 std::thread::Builder::new().name(format!("{name}-task-{i}")).stack_size(TASK_STACK_SIZE).spawn(
                     move || {
-                        while let Some(job) = next_job(&rx, inbox.as_deref(), &sleepers, spin_wait) {
+                        while let Some(job) = next_job(&rx, inbox.as_deref(), &sleepers, spin_wait, slice) {
                             busy.since[i].store(busy.now(), Ordering::Relaxed);
                             job();
                             busy.since[i].store(0, Ordering::Relaxed);
@@ -94,7 +122,14 @@ impl TaskPool {
                 )?,
             );
         }
-        Ok(TaskPool { tx: Some(tx), threads: handles, busy })
+        Ok(TaskPool { tx: Some(tx), threads: handles, busy, sleepers })
+    }
+
+    /// For a reader outside the pool (an executor's main thread, which
+    /// reads while every task thread is busy): wakes a thread that went to
+    /// sleep on the queue meanwhile, so that it reads once this one stops.
+    pub fn wake_a_sleeper(&self) {
+        self.sleepers.wake_one();
     }
 
     pub fn execute(&self, job: impl FnOnce() + Send + 'static) {
@@ -126,7 +161,13 @@ impl TaskPool {
 /// The next job for an idle thread: queued work, or work the inbox
 /// brings. Polls for `spin_wait`, then sleeps — on the inbox if no other
 /// thread does, else on the queue. None once the pool shuts down.
-fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, spin_wait: Duration) -> Option<Job> {
+fn next_job(
+    rx: &Receiver<Job>,
+    inbox: Option<&dyn Inbox>,
+    sleepers: &Sleepers,
+    spin_wait: Duration,
+    slice: Duration,
+) -> Option<Job> {
     let Some(inbox) = inbox else {
         let spun = ember_common::spin::spin_for(spin_wait, || rx.try_recv().ok());
         return spun.or_else(|| rx.recv().ok());
@@ -151,14 +192,14 @@ fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, 
         let next = match spun {
             Some(next) => Some(next),
             None if closed => return None,
-            None => park(rx, inbox, sleepers, &mut read),
+            None => park(rx, inbox, sleepers, &mut read, slice),
         };
         match next {
             Some(Some(job)) => {
                 // This thread read the inbox and leaves to run a task: if
                 // others sleep on the queue, one of them reads meanwhile.
-                if read && sleepers.count.load(Ordering::SeqCst) > 0 {
-                    let _ = sleepers.nudge_tx.send(());
+                if read {
+                    sleepers.wake_one();
                 }
                 return Some(job);
             }
@@ -172,9 +213,15 @@ fn next_job(rx: &Receiver<Job>, inbox: Option<&dyn Inbox>, sleepers: &Sleepers, 
 /// (handling what arrives), else on the queue. `Some(None)` once the pool
 /// shuts down; `None` when nudged to take over reading, which the caller
 /// starts by polling.
-fn park(rx: &Receiver<Job>, inbox: &dyn Inbox, sleepers: &Sleepers, read: &mut bool) -> Option<Option<Job>> {
+fn park(
+    rx: &Receiver<Job>,
+    inbox: &dyn Inbox,
+    sleepers: &Sleepers,
+    read: &mut bool,
+    slice: Duration,
+) -> Option<Option<Job>> {
     loop {
-        if inbox.wait(PARK_SLICE, &|| !rx.is_empty()) {
+        if inbox.wait(slice, &|| !rx.is_empty()) {
             *read = true;
             match rx.try_recv() {
                 Ok(job) => return Some(Some(job)),
@@ -184,10 +231,18 @@ fn park(rx: &Receiver<Job>, inbox: &dyn Inbox, sleepers: &Sleepers, read: &mut b
             }
         }
         sleepers.count.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !inbox.has_reader() {
+            // The reader left between this thread's try and its count:
+            // it may not have seen the count, so read instead of sleeping
+            // (a launch would otherwise wait out the whole slice).
+            sleepers.count.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
         let woke = crossbeam_channel::select! {
             recv(rx) -> job => Some(Some(job.ok())),
             recv(sleepers.nudge_rx) -> _ => Some(None),
-            default(PARK_SLICE) => None,
+            default(slice) => None,
         };
         sleepers.count.fetch_sub(1, Ordering::SeqCst);
         match woke {
@@ -252,6 +307,9 @@ mod tests {
         fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool {
             self.read(Some(if work_queued() { Duration::ZERO } else { timeout }))
         }
+        fn has_reader(&self) -> bool {
+            self.messages.is_locked()
+        }
     }
 
     #[test]
@@ -290,6 +348,51 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(5), "threads asleep on the inbox still stop");
             assert_eq!(ran.load(Ordering::SeqCst), sent);
         }
+    }
+
+    #[test]
+    fn a_thread_asleep_on_the_queue_reads_once_an_outside_reader_stops() {
+        let (msg_tx, msg_rx) = unbounded::<usize>();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let inbox = Arc::new(TestInbox {
+            messages: Mutex::new(msg_rx),
+            pool: Mutex::new(None),
+            ran: ran.clone(),
+            readers: AtomicUsize::new(0),
+            most_readers: AtomicUsize::new(0),
+        });
+        // Parked threads look again only after an hour: a launch must not
+        // depend on that.
+        let slice = Duration::from_secs(3600);
+        let mut pool = TaskPool::with_park_slice("t", 1, Duration::ZERO, Some(inbox.clone()), slice).unwrap();
+        *inbox.pool.lock() = pool.tx.clone();
+        /// Lets the pool's threads see the queue close even if an assertion fails.
+        struct Unhook(Arc<TestInbox>);
+        impl Drop for Unhook {
+            fn drop(&mut self) {
+                self.0.pool.lock().take();
+            }
+        }
+        let _unhook = Unhook(inbox.clone());
+        // Another thread (an executor's main thread) holds the reader's
+        // place, so the idle pool thread sleeps on the queue.
+        let outside = inbox.messages.lock();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.sleepers.count.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the pool thread never slept on the queue");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A message arrives after the outside reader's last look; it stops.
+        msg_tx.send(1).unwrap();
+        drop(outside);
+        pool.wake_a_sleeper();
+        while ran.load(Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "the message waited for the park slice");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(msg_tx);
+        inbox.pool.lock().take();
+        pool.shutdown();
     }
 
     #[test]

@@ -332,6 +332,9 @@ fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secre
         }
         while executor.all_busy_for(BUSY_BEFORE_WATCH) && !control.ended.load(Ordering::Acquire) {
             control.read(Some((Duration::from_millis(2), &|| false)));
+            // A task thread that went idle meanwhile found this thread
+            // reading and sleeps on the queue: it reads from here on.
+            executor.wake_idle_reader();
             if control.silence() > timeout {
                 break;
             }
@@ -474,6 +477,11 @@ impl Inbox for Control {
 
     fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool {
         self.read(Some((timeout, work_queued)))
+    }
+
+    fn has_reader(&self) -> bool {
+        // Once the connection has ended nobody reads: idle threads sleep.
+        self.ended.load(Ordering::Acquire) || self.reader.is_locked()
     }
 }
 
