@@ -4,7 +4,7 @@
 //! the executors that are registered.
 
 use ember_deploy::{ClusterBackend, ClusterSettings, DriverEndpoint};
-use ember_rpc::{connect, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
+use ember_rpc::{connect, ConnWriter, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
 use ember_scheduler::event_loop::LoopMsg;
 use ember_scheduler::{loop_channel, LoopReceiver, SchedulerBackend};
 use std::time::{Duration, Instant};
@@ -72,6 +72,22 @@ fn register(exe_hash: [u8; 32], protocol_version: u32, id: &str) -> ToDriver {
         cores: 1,
         exe_hash,
         protocol_version,
+    }
+}
+
+/// Sends `n` status updates on `w` and checks the loop reads them in order.
+fn status_updates_arrive_in_order(rt: &tokio::runtime::Runtime, w: &mut ConnWriter, lp: &mut Loop, n: u64) {
+    rt.block_on(async {
+        for t in 0..n {
+            let state = ember_core::task::TaskState::Running;
+            w.send(&ToDriver::StatusUpdate { task_id: ember_common::TaskId(t), state }).await.unwrap();
+        }
+    });
+    for t in 0..n {
+        match lp.next(Duration::from_secs(10)) {
+            LoopMsg::StatusUpdate { task_id, .. } => assert_eq!(task_id.0, t),
+            _ => panic!("expected the status update of task {t}"),
+        }
     }
 }
 
@@ -187,18 +203,7 @@ fn the_loop_reads_status_updates_in_order_and_declares_a_silent_executor_lost() 
     let mut lp = Loop::new(&ep, rx);
     let wait = Duration::from_secs(10);
     assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));
-    rt.block_on(async {
-        for t in 0..50u64 {
-            let state = ember_core::task::TaskState::Running;
-            w.send(&ToDriver::StatusUpdate { task_id: ember_common::TaskId(t), state }).await.unwrap();
-        }
-    });
-    for t in 0..50u64 {
-        match lp.next(wait) {
-            LoopMsg::StatusUpdate { task_id, .. } => assert_eq!(task_id.0, t),
-            _ => panic!("expected the status update of task {t}"),
-        }
-    }
+    status_updates_arrive_in_order(&rt, &mut w, &mut lp, 50);
     // Then silence, with the connection open: lost after ember.network.timeout.
     let start = Instant::now();
     match lp.next(wait) {
@@ -277,18 +282,7 @@ fn executors_on_this_host_register_over_the_unix_socket_and_are_read_like_tcp_on
     let mut lp = Loop::new(&ep, rx);
     let wait = Duration::from_secs(10);
     assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));
-    rt.block_on(async {
-        for t in 0..20u64 {
-            let state = ember_core::task::TaskState::Running;
-            w.send(&ToDriver::StatusUpdate { task_id: ember_common::TaskId(t), state }).await.unwrap();
-        }
-    });
-    for t in 0..20u64 {
-        match lp.next(wait) {
-            LoopMsg::StatusUpdate { task_id, .. } => assert_eq!(task_id.0, t),
-            _ => panic!("expected the status update of task {t}"),
-        }
-    }
+    status_updates_arrive_in_order(&rt, &mut w, &mut lp, 20);
     drop((r, w));
     match lp.next(wait) {
         LoopMsg::ExecutorLost { executor, .. } => assert_eq!(executor.as_str(), "near"),

@@ -274,6 +274,19 @@ mod tests {
     }
 
     impl TestInbox {
+        /// An inbox reading `messages`, and the count of jobs its messages ran.
+        fn new(messages: Receiver<usize>) -> (Arc<TestInbox>, Arc<AtomicUsize>) {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let inbox = Arc::new(TestInbox {
+                messages: Mutex::new(messages),
+                pool: Mutex::new(None),
+                ran: ran.clone(),
+                readers: AtomicUsize::new(0),
+                most_readers: AtomicUsize::new(0),
+            });
+            (inbox, ran)
+        }
+
         fn handle(&self, n: usize) {
             for _ in 0..n {
                 let ran = self.ran.clone();
@@ -316,14 +329,7 @@ mod tests {
     fn idle_threads_read_the_inbox_one_at_a_time_and_run_what_it_brings() {
         for spin in [Duration::ZERO, Duration::from_millis(1)] {
             let (msg_tx, msg_rx) = unbounded::<usize>();
-            let ran = Arc::new(AtomicUsize::new(0));
-            let inbox = Arc::new(TestInbox {
-                messages: Mutex::new(msg_rx),
-                pool: Mutex::new(None),
-                ran: ran.clone(),
-                readers: AtomicUsize::new(0),
-                most_readers: AtomicUsize::new(0),
-            });
+            let (inbox, ran) = TestInbox::new(msg_rx);
             let mut pool = TaskPool::new("t", 3, spin, Some(inbox.clone())).unwrap();
             *inbox.pool.lock() = pool.tx.clone();
             let mut sent = 0;
@@ -353,14 +359,7 @@ mod tests {
     #[test]
     fn a_thread_asleep_on_the_queue_reads_once_an_outside_reader_stops() {
         let (msg_tx, msg_rx) = unbounded::<usize>();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let inbox = Arc::new(TestInbox {
-            messages: Mutex::new(msg_rx),
-            pool: Mutex::new(None),
-            ran: ran.clone(),
-            readers: AtomicUsize::new(0),
-            most_readers: AtomicUsize::new(0),
-        });
+        let (inbox, ran) = TestInbox::new(msg_rx);
         // Parked threads look again only after an hour: a launch must not
         // depend on that.
         let slice = Duration::from_secs(3600);
