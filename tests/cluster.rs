@@ -512,10 +512,13 @@ fn executors_reach_the_driver_over_a_unix_socket_unless_told_to_use_tcp() {
             quiet(Context::builder().master(CLUSTER).set("ember.rpc.unixSocket", if unix { "true" } else { "false" }))
                 .build()
                 .unwrap();
-        for pid in sc.executor_pids() {
-            assert_eq!(!unix_sockets_of(pid).is_empty(), unix, "executor {pid}, ember.rpc.unixSocket={unix}");
-        }
+        // Without the socket file nobody could have connected through it.
         assert_eq!(sc.local_dir().join("driver.sock").exists(), unix);
+        if unix {
+            for pid in sc.executor_pids() {
+                assert!(!unix_sockets_of(pid).is_empty(), "executor {pid} holds no Unix socket");
+            }
+        }
         // Jobs, shuffles and remote fetches run the same either way.
         let pairs = sc.parallelize((0..10_000u64).map(|i| (i % 100, i)).collect::<Vec<_>>(), 8);
         let mut sums = pairs.reduce_by_key(|a, b| a + b, 4).collect().unwrap();

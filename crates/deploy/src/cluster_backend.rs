@@ -209,9 +209,11 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    let mut local = 0u64;
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
-        tokio::spawn(register(stream.into(), "a local executor".into(), shared.clone()));
+        local += 1;
+        tokio::spawn(register(stream.into(), format!("local connection #{local}"), shared.clone()));
     }
 }
 

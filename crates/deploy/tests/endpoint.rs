@@ -295,8 +295,9 @@ fn a_socket_path_that_cannot_be_bound_leaves_tcp_only() {
     let secret = Secret::generate();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (tx, _rx) = loop_channel().unwrap();
-    // Longer than a Unix socket address can hold.
-    let long = std::env::temp_dir().join("x".repeat(200)).join("driver.sock");
+    // In a directory that exists, but longer than a Unix socket address can hold.
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("x".repeat(120));
     let settings = ClusterSettings {
         max_frame: 1 << 20,
         network_timeout: Duration::from_secs(120),

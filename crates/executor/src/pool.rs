@@ -271,6 +271,18 @@ mod tests {
         ran: Arc<AtomicUsize>,
         readers: AtomicUsize,
         most_readers: AtomicUsize,
+        /// Run once, by the first `wait` that finds another thread reading,
+        /// before it reports so.
+        on_busy_wait: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    /// Lets the pool's threads see the queue close even if an assertion fails.
+    struct Unhook(Arc<TestInbox>);
+
+    impl Drop for Unhook {
+        fn drop(&mut self) {
+            self.0.pool.lock().take();
+        }
     }
 
     impl TestInbox {
@@ -283,6 +295,7 @@ mod tests {
                 ran: ran.clone(),
                 readers: AtomicUsize::new(0),
                 most_readers: AtomicUsize::new(0),
+                on_busy_wait: Mutex::new(None),
             });
             (inbox, ran)
         }
@@ -318,7 +331,13 @@ mod tests {
             self.read(None)
         }
         fn wait(&self, timeout: Duration, work_queued: &dyn Fn() -> bool) -> bool {
-            self.read(Some(if work_queued() { Duration::ZERO } else { timeout }))
+            let read = self.read(Some(if work_queued() { Duration::ZERO } else { timeout }));
+            if !read {
+                if let Some(hook) = self.on_busy_wait.lock().take() {
+                    hook();
+                }
+            }
+            read
         }
         fn has_reader(&self) -> bool {
             self.messages.is_locked()
@@ -365,13 +384,6 @@ mod tests {
         let slice = Duration::from_secs(3600);
         let mut pool = TaskPool::with_park_slice("t", 1, Duration::ZERO, Some(inbox.clone()), slice).unwrap();
         *inbox.pool.lock() = pool.tx.clone();
-        /// Lets the pool's threads see the queue close even if an assertion fails.
-        struct Unhook(Arc<TestInbox>);
-        impl Drop for Unhook {
-            fn drop(&mut self) {
-                self.0.pool.lock().take();
-            }
-        }
         let _unhook = Unhook(inbox.clone());
         // Another thread (an executor's main thread) holds the reader's
         // place, so the idle pool thread sleeps on the queue.
@@ -389,6 +401,50 @@ mod tests {
             assert!(Instant::now() < deadline, "the message waited for the park slice");
             std::thread::sleep(Duration::from_millis(1));
         }
+        drop(msg_tx);
+        inbox.pool.lock().take();
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_thread_that_finds_the_reader_gone_after_counting_itself_reads_instead_of_sleeping() {
+        let (msg_tx, msg_rx) = unbounded::<usize>();
+        let (inbox, ran) = TestInbox::new(msg_rx);
+        let slice = Duration::from_secs(3600);
+        // Another thread (an executor's main thread) holds the reader's place.
+        let (hold_tx, hold_rx) = unbounded::<()>();
+        let (release_tx, release_rx) = unbounded::<()>();
+        let (released_tx, released_rx) = unbounded::<()>();
+        let reader_side = inbox.clone();
+        let outside = std::thread::spawn(move || {
+            let guard = reader_side.messages.lock();
+            hold_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            drop(guard);
+            released_tx.send(()).unwrap();
+        });
+        hold_rx.recv().unwrap();
+        let pool_slot: Arc<Mutex<Option<Arc<Sleepers>>>> = Arc::default();
+        // It stops, and looks for sleepers, in the window after the pool
+        // thread found it reading and before the pool thread counts itself
+        // asleep: its wake-up finds nobody to wake.
+        let (slot, tx) = (pool_slot.clone(), msg_tx.clone());
+        *inbox.on_busy_wait.lock() = Some(Box::new(move || {
+            tx.send(1).unwrap();
+            release_tx.send(()).unwrap();
+            released_rx.recv().unwrap();
+            slot.lock().as_ref().expect("pool built").wake_one();
+        }));
+        let mut pool = TaskPool::with_park_slice("t", 1, Duration::ZERO, Some(inbox.clone()), slice).unwrap();
+        *pool_slot.lock() = Some(pool.sleepers.clone());
+        *inbox.pool.lock() = pool.tx.clone();
+        let _unhook = Unhook(inbox.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ran.load(Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "the thread slept though nobody was reading");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        outside.join().unwrap();
         drop(msg_tx);
         inbox.pool.lock().take();
         pool.shutdown();

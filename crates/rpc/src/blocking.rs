@@ -43,9 +43,10 @@ pub struct BlockingReader {
     seq: u64,
 }
 
-/// Moves a connection's reading to a [`BlockingReader`] and re-registers
-/// its socket with tokio for writing only. Call it on the runtime that
-/// will flush the writer, before the writer is shared.
+/// Moves a connection's reading to a [`BlockingReader`] and its writing to
+/// a plain socket, registered with tokio only while a writer waits for room
+/// (so the writer must be flushed on a runtime, as a `SharedWriter` does).
+/// Call it before the writer is shared.
 pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader, ConnWriter), RpcError> {
     let ConnReader { inner, mac, direction, seq, pending, .. } = reader;
     // Bytes the codec has read past the frames it returned stay ahead of

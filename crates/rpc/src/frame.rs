@@ -162,14 +162,16 @@ impl WriteHalf {
             WriteHalf::WriteOnly(w) => {
                 // A registration reports the socket's state when it is
                 // made, so room that appeared since the failed write is not
-                // missed; it ends (and the duplicate descriptor closes) here.
-                let dup = w.0.try_clone()?;
-                // SAFETY: the `AsyncFd` owns the duplicate descriptor, so it
-                // stays open, and is not replaced, until the `AsyncFd` has
-                // deregistered it on drop.
-                let fd =
-                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::WRITABLE) }
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                // missed; it ends here. Must run on a tokio runtime (the
+                // `SharedWriter`'s flusher task is the only caller).
+                let borrowed = std::os::fd::AsFd::as_fd(&w.0);
+                // SAFETY: the `AsyncFd` borrows the writer's descriptor, so
+                // it stays open, and is not replaced, until the `AsyncFd` has
+                // deregistered it at the end of this block.
+                let fd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(borrowed, tokio::io::Interest::WRITABLE)
+                }
+                .map_err(std::io::Error::from)?;
                 let _ready = fd.writable().await?;
                 Ok(())
             }

@@ -3,7 +3,7 @@
 //!
 //! This module owns every byte of the format so that writers, spill files,
 //! readers and (later) the network layer agree on it. All integers are little
-//! endian. Format version: [`FORMAT_VERSION`] = 1.
+//! endian. Format version: [`FORMAT_VERSION`] = 2.
 //!
 //! # Map output file
 //!
@@ -372,6 +372,13 @@ impl MapOutputFile {
         };
         let file = File::open(path).map_err(io_ctx(ctx()))?;
         let len = file.metadata().map_err(io_ctx(ctx()))?.len();
+        if len < trailer_len(0) {
+            return Err(Error::corrupt(format!(
+                "{}: file is {len} bytes, shorter than the smallest map output ({} bytes)",
+                path.display(),
+                trailer_len(0)
+            )));
+        }
         let tail_len = len.min(TAIL_READ);
         let mut tail = vec![0u8; tail_len as usize];
         file.read_exact_at(&mut tail, len - tail_len).map_err(io_ctx(ctx()))?;
