@@ -4,7 +4,7 @@
 //! the executors that are registered.
 
 use ember_deploy::{ClusterBackend, ClusterSettings, DriverEndpoint};
-use ember_rpc::{connect, ConnWriter, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
+use ember_rpc::{connect, ConnReader, ConnWriter, Secret, ToDriver, ToExecutor, PROTOCOL_VERSION};
 use ember_scheduler::event_loop::LoopMsg;
 use ember_scheduler::{loop_channel, LoopReceiver, SchedulerBackend};
 use std::time::{Duration, Instant};
@@ -89,6 +89,21 @@ fn status_updates_arrive_in_order(rt: &tokio::runtime::Runtime, w: &mut ConnWrit
             _ => panic!("expected the status update of task {t}"),
         }
     }
+}
+
+/// Authenticates over `stream` and registers executor `id`.
+fn register_over(
+    rt: &tokio::runtime::Runtime,
+    stream: ember_rpc::Stream,
+    secret: &Secret,
+    id: &str,
+) -> (ConnReader, ConnWriter) {
+    rt.block_on(async {
+        let (mut r, mut w) = connect(stream, secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
+        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, id)).await.unwrap();
+        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
+        (r, w)
+    })
 }
 
 fn wait_for(cond: impl Fn() -> bool) {
@@ -193,13 +208,8 @@ fn the_loop_reads_status_updates_in_order_and_declares_a_silent_executor_lost() 
     let secret = Secret::generate();
     let (rt, ep, rx) = endpoint_with_timeout(&secret, Duration::from_millis(300));
     let addr = ep.address().to_string();
-    let (r, mut w) = rt.block_on(async {
-        let stream = TcpStream::connect(&addr).await.unwrap();
-        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
-        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "quiet")).await.unwrap();
-        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
-        (r, w)
-    });
+    let stream = rt.block_on(TcpStream::connect(&addr)).unwrap();
+    let (r, mut w) = register_over(&rt, stream.into(), &secret, "quiet");
     let mut lp = Loop::new(&ep, rx);
     let wait = Duration::from_secs(10);
     assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));
@@ -271,14 +281,9 @@ fn executors_on_this_host_register_over_the_unix_socket_and_are_read_like_tcp_on
         connect(stream, &Secret::generate(), PROTOCOL_VERSION, 1 << 20).await.map(|_| ())
     });
     assert!(refused.is_err());
-    let (r, mut w) = rt.block_on(async {
-        let stream = ember_rpc::Stream::connect(&unix).await.unwrap();
-        assert!(matches!(stream, ember_rpc::Stream::Unix(_)));
-        let (mut r, mut w) = connect(stream, &secret, PROTOCOL_VERSION, 1 << 20).await.unwrap();
-        w.send(&register(*ember_core::codec::exe_hash(), PROTOCOL_VERSION, "near")).await.unwrap();
-        assert!(matches!(r.recv::<ToExecutor>().await.unwrap(), ToExecutor::RegisteredExecutor));
-        (r, w)
-    });
+    let stream = rt.block_on(ember_rpc::Stream::connect(&unix)).unwrap();
+    assert!(matches!(stream, ember_rpc::Stream::Unix(_)));
+    let (r, mut w) = register_over(&rt, stream, &secret, "near");
     let mut lp = Loop::new(&ep, rx);
     let wait = Duration::from_secs(10);
     assert!(matches!(lp.next(wait), LoopMsg::ExecutorAdded { .. }));

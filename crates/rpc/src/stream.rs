@@ -203,9 +203,3 @@ impl AsFd for StdStream {
         }
     }
 }
-
-impl std::os::fd::AsRawFd for StdStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.as_fd().as_raw_fd()
-    }
-}

@@ -649,13 +649,17 @@ fn tasks_without_preferences_take_offers_a_preferring_set_passes_on() {
     assert_eq!(got, vec![("a".into(), 1), ("b".into(), 0)], "the later job uses the core the first one declines");
 }
 
+/// parallelize(3) as RDD 10 -> persist as RDD 11, and a result sink over it.
+fn persisted_over_three_partitions() -> (Arc<dyn RddBase>, Arc<dyn EncodableNode>) {
+    let source: Arc<dyn Rdd<u32>> = Arc::new(ParallelCollectionRdd::new(RddId(10), vec![1, 2, 3], 3));
+    let cached: Arc<dyn RddBase> = Arc::new(ember_core::rdd::PersistedRdd::new(RddId(11), source));
+    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(cached.clone()));
+    (cached, sink)
+}
+
 #[test]
 fn the_dag_prefers_executors_that_reported_cached_partitions() {
-    use ember_core::rdd::PersistedRdd;
-    // parallelize(3) -> persist -> map-like result over it.
-    let source: Arc<dyn Rdd<u32>> = Arc::new(ParallelCollectionRdd::new(RddId(10), vec![1, 2, 3], 3));
-    let cached: Arc<dyn RddBase> = Arc::new(PersistedRdd::new(RddId(11), source));
-    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(cached.clone()));
+    let (cached, sink) = persisted_over_three_partitions();
     let mut dag = DagScheduler::new(4);
     let job = |dag: &mut DagScheduler, id: u64| {
         let a = dag.handle(
@@ -684,11 +688,8 @@ fn the_dag_prefers_executors_that_reported_cached_partitions() {
 
 #[test]
 fn task_sets_carry_where_out_of_process_executors_cache_their_partitions() {
-    use ember_core::rdd::PersistedRdd;
     use ember_core::task::CachedBlockLocation;
-    let source: Arc<dyn Rdd<u32>> = Arc::new(ParallelCollectionRdd::new(RddId(10), vec![1, 2, 3], 3));
-    let cached: Arc<dyn RddBase> = Arc::new(PersistedRdd::new(RddId(11), source));
-    let sink: Arc<dyn EncodableNode> = Arc::new(RddNode(cached.clone()));
+    let (cached, sink) = persisted_over_three_partitions();
     let mut dag = DagScheduler::new(4);
     let job = |dag: &mut DagScheduler, id: u64, partitions: Vec<usize>| {
         let a = dag.handle(

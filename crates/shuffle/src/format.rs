@@ -390,14 +390,14 @@ impl MapOutputFile {
                 path.display()
             )));
         }
-        let trailer = if tlen <= tail.len() as u64 {
-            tail.split_off(tail.len() - tlen as usize)
+        let offsets = if tlen <= tail_len {
+            decode_index(&tail[(tail_len - tlen) as usize..])
         } else {
             let mut t = vec![0u8; tlen as usize];
             file.read_exact_at(&mut t, len - tlen).map_err(io_ctx(ctx()))?;
-            t
-        };
-        let offsets = decode_index(&trailer).map_err(in_file)?;
+            decode_index(&t)
+        }
+        .map_err(in_file)?;
         let expected = *offsets.last().expect("at least one offset");
         if expected != len - tlen {
             return Err(Error::corrupt(format!(
