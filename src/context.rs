@@ -197,6 +197,7 @@ impl Context {
                         register_timeout: Duration::from_secs(60),
                         spin_wait,
                         unix_socket: conf.get_bool("ember.rpc.unixSocket")?.unwrap_or(true),
+                        shared_memory: conf.get_bool("ember.rpc.sharedMemory")?.unwrap_or(true),
                     },
                     tx.clone(),
                 )?);

@@ -528,3 +528,54 @@ fn executors_reach_the_driver_over_a_unix_socket_unless_told_to_use_tcp() {
         sc.stop();
     }
 }
+
+/// The control ring file executor `pid` inherited, opened anew through
+/// `/proc`, if it holds one.
+fn control_ring_of(pid: u32) -> Option<std::sync::Arc<ember_rpc::ring::RingFile>> {
+    let entry = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().find(|e| {
+        std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:ember-control-ring"))
+    })?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(entry.path()).unwrap();
+    Some(ember_rpc::ring::RingFile::open(file.into()).unwrap())
+}
+
+#[test]
+fn control_frames_cross_a_shared_ring_unless_told_not_to_and_large_ones_the_socket() {
+    use ember_rpc::ring::Side;
+    for shared in [true, false] {
+        let sc = quiet(
+            Context::builder()
+                .master(CLUSTER)
+                .set("ember.rpc.sharedMemory", if shared { "true" } else { "false" })
+                .set("ember.task.maxDirectResultSize", "8m"),
+        )
+        .build()
+        .unwrap();
+        // Small jobs; a stage payload (3.2 MB of data) and results (up to
+        // 2.4 MB) larger than a ring; a shuffle.
+        for _ in 0..20 {
+            assert_eq!(sc.parallelize((1..=10i32).collect::<Vec<_>>(), 2).count().unwrap(), 10);
+        }
+        let big: Vec<u64> = (0..400_000).collect();
+        let back = sc.parallelize(big.clone(), 2).map(|x| x * 3).collect().unwrap();
+        assert_eq!(back, big.iter().map(|x| x * 3).collect::<Vec<_>>());
+        let pairs = sc.parallelize((0..10_000u64).map(|i| (i % 100, i)).collect::<Vec<_>>(), 8);
+        let sums = pairs.reduce_by_key(|a, b| a + b, 4).collect().unwrap();
+        assert_eq!(sums.len(), 100);
+        for pid in sc.executor_pids() {
+            match control_ring_of(pid) {
+                Some(ring) => {
+                    assert!(shared, "executor {pid} holds a ring though told not to");
+                    assert!(ring.is_attached(Side::Driver) && ring.is_attached(Side::Executor));
+                    assert!(ring.bytes_written(Side::Driver) > 0, "nothing reached executor {pid} through the ring");
+                    assert!(
+                        ring.bytes_written(Side::Executor) > 0,
+                        "nothing came from executor {pid} through the ring"
+                    );
+                }
+                None => assert!(!shared, "executor {pid} holds no ring"),
+            }
+        }
+        sc.stop();
+    }
+}

@@ -53,6 +53,11 @@ pub const KNOWN_KEYS: &[ConfEntry] = &[
         doc: "Whether local-cluster executors reach the driver over a Unix domain socket in the application directory instead of loopback TCP (a cross-process round trip costs about half as much).",
     },
     ConfEntry {
+        key: "ember.rpc.sharedMemory",
+        default: "true",
+        doc: "Whether local-cluster executors (with ember.rpc.unixSocket) also exchange control frames with the driver through a shared-memory ring, so that sending and polling take no system calls; larger frames, wake-ups and the end of a connection still use the socket.",
+    },
+    ConfEntry {
         key: "ember.local.dir",
         default: "(system temp dir)",
         doc: "Directory for shuffle files and spills; a per-application subdirectory is created and removed.",

@@ -12,10 +12,17 @@
 //! connection's reading moves to the event loop ([`ember_rpc::detach`]),
 //! which also declares an executor lost when its connection ends or it has
 //! been silent for `ember.network.timeout`.
+//!
+//! An executor this process launched on this host may also share a ring
+//! file with it ([`ember_rpc::ring`]): the launcher names the ring by the
+//! child's process id ([`DriverEndpoint::expect_ring`]), and a connection
+//! from that process over the Unix socket (its id comes from the socket's
+//! peer credentials) attaches it when the executor says it attached it too.
 
 use crossbeam_channel::Sender;
 use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
 use ember_core::task::{TaskOutput, TaskState};
+use ember_rpc::ring::{RingFile, Side};
 use ember_rpc::{
     accept, BlockClients, BlockRequest, BlockResponse, BlockingReader, Secret, SharedWriter, ToDriver, ToExecutor,
     WireStage, WireTask, PROTOCOL_VERSION,
@@ -73,6 +80,30 @@ struct Shared {
     refusals: Mutex<Vec<String>>,
     /// Told about every lost executor (the launcher replaces them).
     lost_watchers: Mutex<Vec<Sender<ExecutorId>>>,
+    /// Ring files of launched executors not yet registered.
+    rings: RingOffers,
+}
+
+/// Ring files offered to launched executors not yet registered, by process
+/// id (the launcher's handle on the endpoint's list).
+#[derive(Clone, Default)]
+pub struct RingOffers(Arc<Mutex<HashMap<u32, Arc<RingFile>>>>);
+
+impl RingOffers {
+    /// Offers `ring` to the executor process `pid` when it registers over
+    /// the Unix socket (replacing any offer to an earlier process of that id).
+    pub fn offer(&self, pid: u32, ring: Arc<RingFile>) {
+        self.0.lock().insert(pid, ring);
+    }
+
+    /// Withdraws the offer to `pid`, if it never registered.
+    pub fn withdraw(&self, pid: u32) {
+        self.0.lock().remove(&pid);
+    }
+
+    fn take(&self, pid: u32) -> Option<Arc<RingFile>> {
+        self.0.lock().remove(&pid)
+    }
 }
 
 /// Accepts executor connections and routes their messages.
@@ -115,6 +146,7 @@ impl DriverEndpoint {
             memory_reports: Mutex::new(HashMap::new()),
             refusals: Mutex::new(Vec::new()),
             lost_watchers: Mutex::new(Vec::new()),
+            rings: RingOffers::default(),
         });
         runtime.spawn(accept_tcp(listener, shared.clone()));
         let unix_address = unix_listener.map(|(l, address)| {
@@ -122,6 +154,11 @@ impl DriverEndpoint {
             address
         });
         Ok(DriverEndpoint { shared, address, unix_address, runtime: runtime.handle().clone() })
+    }
+
+    /// Where a launcher offers ring files to the executors it starts.
+    pub fn ring_offers(&self) -> RingOffers {
+        self.shared.rings.clone()
     }
 
     /// Where executors connect over TCP.
@@ -204,7 +241,7 @@ fn refuse(shared: &Shared, reason: String) {
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { return };
-        tokio::spawn(register(stream.into(), peer.to_string(), shared.clone()));
+        tokio::spawn(register(stream.into(), peer.to_string(), None, shared.clone()));
     }
 }
 
@@ -213,12 +250,14 @@ async fn accept_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
         local += 1;
-        tokio::spawn(register(stream.into(), format!("local connection #{local}"), shared.clone()));
+        let pid = stream.peer_cred().ok().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+        tokio::spawn(register(stream.into(), format!("local connection #{local}"), pid, shared.clone()));
     }
 }
 
-/// Authenticates a new connection and registers its executor.
-async fn register(stream: ember_rpc::Stream, peer: String, shared: Arc<Shared>) {
+/// Authenticates a new connection and registers its executor; `pid` is
+/// the peer's process id when the connection is local.
+async fn register(stream: ember_rpc::Stream, peer: String, pid: Option<u32>, shared: Arc<Shared>) {
     let (mut reader, mut writer) =
         match accept(stream, &shared.secret, PROTOCOL_VERSION, shared.settings.max_frame).await {
             Ok(c) => c,
@@ -246,13 +285,22 @@ async fn register(stream: ember_rpc::Stream, peer: String, shared: Arc<Shared>) 
         Ok(other) => return refuse(&shared, format!("{peer} sent {other:?} before registering")),
         Err(e) => return refuse(&shared, format!("{peer}: {e}")),
     };
+    // The ring is used when the process it was made for attached it before
+    // registering; the executor reads the driver's mark after this reply.
+    let ring = pid.and_then(|p| shared.rings.take(p)).filter(|r| r.is_attached(Side::Executor));
+    if let Some(r) = &ring {
+        r.mark_attached(Side::Driver);
+    }
+    // The reply goes over the socket: the executor reads it before it detaches.
+    if let Err(e) = writer.send(&ToExecutor::RegisteredExecutor).await {
+        return refuse(&shared, format!("executor {id}: cannot confirm its registration: {e}"));
+    }
     // From here the event loop reads this connection.
-    let (reader, writer) = match ember_rpc::detach(reader, writer) {
+    let (reader, writer) = match ember_rpc::detach_with_ring(reader, writer, ring.map(|r| (r, Side::Driver))) {
         Ok(halves) => halves,
         Err(e) => return refuse(&shared, format!("executor {id}: {e}")),
     };
     let link = SharedWriter::start(writer);
-    link.send(&ToExecutor::RegisteredExecutor);
     shared.executors.lock().insert(id.clone(), ExecutorConn { link: link.clone() });
     shared.registered.lock().push(Incoming { id, cores, block_address, reader, link, last_seen: Instant::now() });
     shared.any_registered.store(true, Ordering::Release);

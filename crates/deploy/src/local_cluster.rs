@@ -7,13 +7,15 @@
 //! `EMBER_*` environment variables. Children exit when their connection to
 //! the driver ends, so they never outlive the driver, however it ends.
 
-use crate::cluster_backend::{ClusterSettings, DriverEndpoint};
+use crate::cluster_backend::{ClusterSettings, DriverEndpoint, RingOffers};
 use ember_common::{Error, ExecutorId, Result};
 use ember_rpc::launch::ProcessConfig;
+use ember_rpc::ring::RingFile;
 use ember_rpc::{Secret, ToExecutor};
 use ember_scheduler::LoopSender;
 use parking_lot::Mutex;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +43,10 @@ pub struct LocalClusterConfig {
     /// `ember.rpc.unixSocket`: executors reach the driver over a Unix socket
     /// in `app_dir` rather than loopback TCP.
     pub unix_socket: bool,
+    /// Whether each executor also shares a ring file with the driver for
+    /// control frames (with `unix_socket` only: the ring is found through
+    /// the Unix socket's peer credentials).
+    pub shared_memory: bool,
 }
 
 pub struct LocalCluster {
@@ -57,6 +63,7 @@ struct Launcher {
     driver_address: String,
     next_id: Mutex<usize>,
     stopping: AtomicBool,
+    rings: RingOffers,
 }
 
 impl LocalCluster {
@@ -85,6 +92,7 @@ impl LocalCluster {
             driver_address: endpoint.unix_address().unwrap_or(endpoint.address()).to_string(),
             next_id: Mutex::new(0),
             stopping: AtomicBool::new(false),
+            rings: endpoint.ring_offers(),
         });
         let (lost_tx, lost_rx) = crossbeam_channel::unbounded::<ExecutorId>();
         endpoint.watch_lost(lost_tx);
@@ -190,13 +198,13 @@ impl Launcher {
         let id = ExecutorId::from(n.to_string());
         let process_config = ember_executor_env(&self.config, &id, &self.driver_address);
         let exe = std::env::current_exe().map_err(|e| Error::io("cannot locate the running executable", e))?;
-        let mut child = Command::new(exe)
-            .envs(process_config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| Error::io("cannot start an executor process", e))?;
+        let mut command = Command::new(exe);
+        command.envs(process_config).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        let ring = self.ring_for(&mut command);
+        let mut child = command.spawn().map_err(|e| Error::io("cannot start an executor process", e))?;
+        if let Some(ring) = ring {
+            self.rings.offer(child.id(), ring);
+        }
         let mut stdin = child.stdin.take().expect("piped stdin");
         stdin
             .write_all(format!("{}\n", self.secret.to_hex()).as_bytes())
@@ -206,11 +214,39 @@ impl Launcher {
         Ok(id)
     }
 
+    /// A ring file for the next executor, handed to it as an inherited
+    /// descriptor, when the configuration asks for one and one can be made.
+    fn ring_for(&self, command: &mut Command) -> Option<Arc<RingFile>> {
+        if !(self.config.shared_memory && self.config.unix_socket) {
+            return None;
+        }
+        let ring = match RingFile::create(ember_rpc::ring::DEFAULT_CAPACITY) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "no shared-memory ring for an executor; its control frames use the socket");
+                return None;
+            }
+        };
+        let fd = ring.raw_fd();
+        command.env(ember_rpc::ring::RING_FD_ENV, fd.to_string());
+        // SAFETY: between fork and exec the child only clears the descriptor's
+        // close-on-exec flag, one async-signal-safe system call; `ring`, which
+        // owns the descriptor, outlives `spawn`.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::io::fcntl_setfd(std::os::fd::BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Some(ring)
+    }
+
     /// Makes sure a lost executor's process is gone (it may be frozen, not dead).
     fn reap(&self, id: &ExecutorId) {
         let mut children = self.children.lock();
         if let Some(pos) = children.iter().position(|(c, _)| c == id) {
             let (_, mut child) = children.remove(pos);
+            self.rings.withdraw(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -33,6 +33,7 @@ use crate::pool::Inbox;
 use ember_common::{ExecutorId, StageId, TaskFailure, TaskId};
 use ember_core::task::{CachedBlockLocation, MapStatus, SegmentFetch, StagePayload, TaskEnv, TaskOutput, TaskState};
 use ember_rpc::launch::{ProcessConfig, EXECUTOR_MODE_ENV};
+use ember_rpc::ring::{RingFile, Side, RING_FD_ENV};
 use ember_rpc::shared::Soon;
 use ember_rpc::{
     accept, connect, BlockClients, BlockRequest, BlockResponse, BlockingReader, ConnReader, Secret, SharedWriter,
@@ -227,10 +228,33 @@ impl RemoteFetcher for ShuffleFetcher {
 
 /// Connects, authenticates and registers; returns the block server's
 /// listener and address and the driver connection.
+/// The ring file the launcher handed down, if any and if it is one; the
+/// executor attaches it before registering.
+fn inherited_ring() -> Option<Arc<RingFile>> {
+    let fd: std::os::fd::RawFd = std::env::var(RING_FD_ENV).ok()?.parse().ok()?;
+    // The launcher set the variable to a descriptor it left open for this
+    // process; checking that it is a live descriptor before owning it keeps
+    // a stray variable from closing someone else's.
+    // SAFETY: the borrow ends before the descriptor is owned below.
+    rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
+    // SAFETY: the descriptor is open and nothing else in this process owns it.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match RingFile::open(owned) {
+        Ok(ring) => {
+            ring.mark_attached(Side::Executor);
+            Some(ring)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the inherited ring file is unusable; control frames use the socket");
+            None
+        }
+    }
+}
+
 async fn register(
     config: &ProcessConfig,
     secret: &Secret,
-) -> Result<(TcpListener, String, ConnReader, ember_rpc::ConnWriter), String> {
+) -> Result<(TcpListener, String, ConnReader, ember_rpc::ConnWriter, Option<Arc<RingFile>>), String> {
     let block_listener =
         TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the block server: {e}"))?;
     let block_address = block_listener.local_addr().map_err(|e| e.to_string())?.to_string();
@@ -240,6 +264,7 @@ async fn register(
     let (mut reader, mut writer) = connect(stream, secret, PROTOCOL_VERSION, config.max_frame)
         .await
         .map_err(|e| format!("cannot connect to the driver: {e}"))?;
+    let ring = inherited_ring();
     writer
         .send(&ToDriver::RegisterExecutor {
             executor_id: config.executor_id.clone(),
@@ -252,7 +277,10 @@ async fn register(
         .await
         .map_err(|e| format!("cannot register: {e}"))?;
     match reader.recv::<ToExecutor>().await.map_err(|e| format!("no registration reply: {e}"))? {
-        ToExecutor::RegisteredExecutor => Ok((block_listener, block_address, reader, writer)),
+        // The driver marks the ring before its reply when it uses it too.
+        ToExecutor::RegisteredExecutor => {
+            Ok((block_listener, block_address, reader, writer, ring.filter(|r| r.is_attached(Side::Driver))))
+        }
         ToExecutor::RegisterExecutorFailed { reason } => Err(format!("registration refused: {reason}")),
         other => Err(format!("unexpected reply to registration: {other:?}")),
     }
@@ -269,10 +297,10 @@ const BUSY_BEFORE_WATCH: Duration = Duration::from_millis(5);
 /// Runs the executor on this thread until it is told to stop, the
 /// connection ends, or the driver falls silent.
 fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secret) -> Result<(), String> {
-    let (block_listener, block_address, reader, writer) = runtime.block_on(register(&config, &secret))?;
+    let (block_listener, block_address, reader, writer, ring) = runtime.block_on(register(&config, &secret))?;
     // From here idle task threads read the driver's messages themselves.
-    let (reader, writer) =
-        ember_rpc::detach(reader, writer).map_err(|e| format!("cannot take over the driver connection: {e}"))?;
+    let (reader, writer) = ember_rpc::detach_with_ring(reader, writer, ring.map(|r| (r, Side::Executor)))
+        .map_err(|e| format!("cannot take over the driver connection: {e}"))?;
     let out = SharedWriter::start(writer);
     let results: Arc<Mutex<HashMap<TaskId, Vec<u8>>>> = Arc::default();
     let clients = Arc::new(BlockClients::new(runtime.handle().clone(), secret.clone(), config.max_frame));

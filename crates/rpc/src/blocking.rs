@@ -14,13 +14,26 @@
 //! leaves tokio's reactor, and comes back only while a writer waits for
 //! room in it: arriving data then wakes nobody but the thread waiting on it. Frames,
 //! tags and sequence numbers are exactly those of [`ConnReader`].
+//!
+//! [`detach_with_ring`] also gives both halves a shared-memory ring
+//! ([`crate::ring`]): the reader then takes each frame, by its sequence
+//! number, from the ring or the socket, and reads the socket only when the
+//! peer's count of socket writes moved, after a sleep, when part of a frame
+//! is pending, or every [`SOCKET_LOOK_EVERY`]th poll — so an idle reader
+//! polls memory, not the kernel, and still sees the peer's end.
 
 use crate::frame::{open_frame_with, ConnReader, ConnWriter, HmacSha256, RpcError, WriteHalf, WriteOnly, TAG};
+use crate::ring::{RingFile, RingReader, Side};
 use crate::stream::StdStream;
 use serde::de::DeserializeOwned;
+use std::cell::Cell;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// With a ring, an idle reader still reads the socket on every this-many
+/// polls, to see the peer's end while it never sleeps.
+pub const SOCKET_LOOK_EVERY: u32 = 64;
 
 /// Bytes read from the socket per call, at least.
 const READ_CHUNK: usize = 64 << 10;
@@ -41,6 +54,23 @@ pub struct BlockingReader {
     mac: HmacSha256,
     direction: u8,
     seq: u64,
+    ring: Option<RingInput>,
+}
+
+/// A reader's side of a shared-memory ring.
+struct RingInput {
+    ring: RingReader,
+    /// The current frame, when it came from the ring.
+    frame: Vec<u8>,
+    /// The current frame's messages are in `frame`, not the socket buffer.
+    current: bool,
+    /// The peer's socket-write count when this reader last read the socket.
+    seen_writes: u64,
+    polls: u32,
+    /// Set after a sleep on the socket: read it at the next poll.
+    look: Cell<bool>,
+    /// The socket has ended; only the ring may still hold frames.
+    closed: bool,
 }
 
 /// Moves a connection's reading to a [`BlockingReader`] and its writing to
@@ -48,6 +78,17 @@ pub struct BlockingReader {
 /// (so the writer must be flushed on a runtime, as a `SharedWriter` does).
 /// Call it before the writer is shared.
 pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader, ConnWriter), RpcError> {
+    detach_with_ring(reader, writer, None)
+}
+
+/// [`detach`], with frames also crossing `ring` (this process being `side`)
+/// in both directions from now on. Both ends must attach it, each after the
+/// last frame it reads with a tokio reader.
+pub fn detach_with_ring(
+    reader: ConnReader,
+    writer: ConnWriter,
+    ring: Option<(Arc<RingFile>, Side)>,
+) -> Result<(BlockingReader, ConnWriter), RpcError> {
     let ConnReader { inner, mac, direction, seq, pending, .. } = reader;
     // Bytes the codec has read past the frames it returned stay ahead of
     // anything still in the socket.
@@ -55,7 +96,7 @@ pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader,
     let framed_from = unread.len();
     unread.extend_from_slice(inner.read_buffer());
     let read_half = inner.into_inner();
-    let ConnWriter { inner: write_half, mac: wmac, direction: wdir, seq: wseq, max_frame, out, open } = writer;
+    let ConnWriter { inner: write_half, mac: wmac, direction: wdir, seq: wseq, max_frame, out, open, .. } = writer;
     let write_half = match Arc::try_unwrap(write_half) {
         Ok(WriteHalf::Tokio(h)) => h,
         _ => return Err(RpcError::Malformed("the connection is already shared or detached".into())),
@@ -77,6 +118,15 @@ pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader,
         mac,
         direction,
         seq,
+        ring: ring.as_ref().map(|(file, side)| RingInput {
+            ring: file.reader(*side),
+            frame: Vec::new(),
+            current: false,
+            seen_writes: 0,
+            polls: 0,
+            look: Cell::new(true),
+            closed: false,
+        }),
     };
     let writer = ConnWriter {
         inner: Arc::new(WriteHalf::WriteOnly(WriteOnly(for_writes))),
@@ -86,6 +136,7 @@ pub fn detach(reader: ConnReader, writer: ConnWriter) -> Result<(BlockingReader,
         max_frame,
         out,
         open,
+        ring: ring.map(|(file, side)| file.writer(side)),
     };
     Ok((reader, writer))
 }
@@ -97,7 +148,11 @@ impl BlockingReader {
         if self.msg == self.msg_end && !self.next_frame()? {
             return Ok(None);
         }
-        let (msg, rest) = postcard::take_from_bytes::<T>(&self.buf[self.msg..self.msg_end])
+        let frame = match &self.ring {
+            Some(input) if input.current => &input.frame,
+            _ => &self.buf,
+        };
+        let (msg, rest) = postcard::take_from_bytes::<T>(&frame[self.msg..self.msg_end])
             .map_err(|e| RpcError::Malformed(format!("decoding: {e}")))?;
         self.msg = self.msg_end - rest.len();
         Ok(Some(msg))
@@ -107,7 +162,9 @@ impl BlockingReader {
     /// socket need not be waited on. (Part of a frame does not count: the
     /// rest must come from the socket.)
     pub fn has_buffered(&self) -> bool {
-        self.msg < self.msg_end || self.next_frame_len().is_some_and(|len| self.end - self.start >= 4 + len)
+        self.msg < self.msg_end
+            || self.next_frame_len().is_some_and(|len| self.end - self.start >= 4 + len)
+            || self.ring.as_ref().is_some_and(|input| input.ring.has_data())
     }
 
     /// Sleeps until the connection has bytes to read (or has closed), or
@@ -125,32 +182,97 @@ impl BlockingReader {
     /// Makes the next complete frame current; false if none has arrived.
     fn next_frame(&mut self) -> Result<bool, RpcError> {
         loop {
-            if let Some(len) = self.next_frame_len() {
-                if len > self.max_frame {
+            // A socket frame counts as the next one only if the ring does not
+            // hold that number; it was received before this look at the ring,
+            // so a frame written to the ring before it is visible here.
+            let socket_frame = match self.next_frame_len() {
+                Some(len) if len > self.max_frame => {
                     return Err(RpcError::Malformed(format!(
                         "a frame of {len} bytes exceeds the limit of {} bytes",
                         self.max_frame
-                    )));
+                    )))
                 }
-                if self.end - self.start >= 4 + len {
-                    let body = self.start + 4..self.start + 4 + len;
-                    self.start = body.end;
-                    open_frame_with(&self.mac, self.direction, self.seq, &self.buf[body.clone()])?;
-                    self.seq += 1;
-                    if len == TAG {
-                        return Err(RpcError::Malformed("a frame without messages".into()));
-                    }
-                    (self.msg, self.msg_end) = (body.start + TAG, body.end);
+                Some(len) => (self.end - self.start >= 4 + len).then_some(len),
+                None => None,
+            };
+            if self.take_ring_frame()? {
+                if self.msg < self.msg_end {
                     return Ok(true);
                 }
-                self.make_room(4 + len);
-            } else {
-                self.make_room(4);
+                continue;
             }
-            if !self.fill()? {
+            if let Some(len) = socket_frame {
+                let body = self.start + 4..self.start + 4 + len;
+                self.start = body.end;
+                open_frame_with(&self.mac, self.direction, self.seq, &self.buf[body.clone()])?;
+                self.seq += 1;
+                (self.msg, self.msg_end) = (body.start + TAG, body.end);
+                if len > TAG {
+                    return Ok(true);
+                }
+                if self.ring.is_none() {
+                    return Err(RpcError::Malformed("a frame without messages".into()));
+                }
+                // An empty frame only wakes a reader that slept on the socket.
+                continue;
+            }
+            if !self.should_read_socket()? {
                 return Ok(false);
             }
+            self.make_room(4 + self.next_frame_len().unwrap_or(0));
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(RpcError::Closed) if self.ring.is_some() => {
+                    // Frames the peer put in the ring before it went still count.
+                    if let Some(input) = self.ring.as_mut() {
+                        input.closed = true;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Makes the ring's next entry current if it is the next frame.
+    fn take_ring_frame(&mut self) -> Result<bool, RpcError> {
+        let Some(input) = self.ring.as_mut() else { return Ok(false) };
+        input.current = false;
+        let Some((seq, len)) = input.ring.peek()? else { return Ok(false) };
+        if seq != self.seq {
+            return Ok(false);
+        }
+        if len < 4 + TAG || len - 4 > self.max_frame {
+            return Err(RpcError::Malformed(format!("a ring frame of {len} bytes is out of bounds")));
+        }
+        input.ring.take(len, &mut input.frame);
+        if u32::from_be_bytes(input.frame[..4].try_into().expect("4 bytes")) as usize != len - 4 {
+            return Err(RpcError::Malformed("a ring frame's length prefix disagrees with its entry".into()));
+        }
+        open_frame_with(&self.mac, self.direction, self.seq, &input.frame[4..])?;
+        self.seq += 1;
+        input.current = true;
+        (self.msg, self.msg_end) = (4 + TAG, len);
+        Ok(true)
+    }
+
+    /// Whether to read the socket now: always without a ring; with one, when
+    /// part of a frame waits, the peer wrote to the socket, a sleep ended, or
+    /// every [`SOCKET_LOOK_EVERY`]th poll.
+    fn should_read_socket(&mut self) -> Result<bool, RpcError> {
+        let partial = self.end > self.start;
+        let Some(input) = self.ring.as_mut() else { return Ok(true) };
+        if input.closed {
+            return Err(RpcError::Closed);
+        }
+        input.polls = input.polls.wrapping_add(1);
+        let writes = input.ring.socket_writes();
+        let look = input.look.replace(false) || input.polls.is_multiple_of(SOCKET_LOOK_EVERY);
+        if partial || look || writes != input.seen_writes {
+            input.seen_writes = writes;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Ensures the buffer can hold `need` bytes from `start`, with room to
@@ -206,19 +328,35 @@ fn sleep_until_readable<'a>(
     timeout: Duration,
 ) -> Result<(), RpcError> {
     use rustix::event::{PollFd, PollFlags};
+    let readers: Vec<&BlockingReader> = readers.into_iter().collect();
+    if readers.iter().any(|r| r.has_buffered()) {
+        return Ok(());
+    }
     let mut fds: Vec<PollFd<'_>> = also.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)).into_iter().collect();
-    for r in readers {
-        if r.has_buffered() {
-            return Ok(());
+    fds.extend(readers.iter().map(|r| PollFd::new(&r.stream, PollFlags::IN)));
+    let rings: Vec<&RingInput> = readers.iter().filter_map(|r| r.ring.as_ref()).collect();
+    // Announce the sleep, then look at the rings once more: a writer that
+    // pushed before the announcement is seen here, one that pushes after it
+    // sees the announcement and writes to the socket.
+    for input in &rings {
+        input.ring.set_sleeping(true);
+    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    let result = if rings.iter().any(|input| input.ring.has_data()) {
+        Ok(())
+    } else {
+        let timeout = rustix::event::Timespec::try_from(timeout)
+            .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX as _, tv_nsec: 0 });
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(RpcError::Io(e.into())),
         }
-        fds.push(PollFd::new(&r.stream, PollFlags::IN));
+    };
+    for input in &rings {
+        input.ring.set_sleeping(false);
+        input.look.set(true);
     }
-    let timeout = rustix::event::Timespec::try_from(timeout)
-        .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX as _, tv_nsec: 0 });
-    match rustix::event::poll(&mut fds, Some(&timeout)) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-        Err(e) => Err(RpcError::Io(e.into())),
-    }
+    result
 }
 
 impl std::os::fd::AsFd for BlockingReader {
@@ -287,6 +425,93 @@ mod tests {
         drop(sw);
         assert_eq!(recv::<(u32, Vec<u8>)>(&mut r).unwrap().0, u32::MAX);
         assert!(matches!(recv::<u32>(&mut r), Err(RpcError::Closed)));
+    }
+
+    /// A detached pair sharing a `cap`-byte ring: (client reader, client
+    /// writer, server reader, server writer, the ring file).
+    async fn ring_pair(cap: usize) -> (BlockingReader, SharedWriter, BlockingReader, SharedWriter, Arc<RingFile>) {
+        let (cr, cw, sr, sw) = pair(1 << 20).await;
+        let file = RingFile::create(cap).unwrap();
+        let (cr, cw) = detach_with_ring(cr, cw, Some((file.clone(), Side::Executor))).unwrap();
+        let (sr, sw) = detach_with_ring(sr, sw, Some((file.clone(), Side::Driver))).unwrap();
+        let (cw, sw) = (SharedWriter::start(cw), SharedWriter::start(sw));
+        (cr, Arc::into_inner(cw).unwrap(), sr, Arc::into_inner(sw).unwrap(), file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn with_a_ring_small_frames_take_it_large_ones_the_socket_and_order_holds_to_the_end() {
+        let (_cr, cw, mut sr, _sw, file) = ring_pair(4096).await;
+        // Sizes below and above the ring's 4 KiB, flushed in uneven groups.
+        let size = |i: u32| [0usize, 30, 5000, 700, 70_000][i as usize % 5] + i as usize % 3;
+        let reader = tokio::task::spawn_blocking(move || {
+            for i in 0..500u32 {
+                let (n, body) = recv::<(u32, Vec<u8>)>(&mut sr).unwrap();
+                assert_eq!((n, body.len()), (i, size(i)));
+                assert!(body.iter().all(|&b| b == i as u8));
+            }
+            sr
+        });
+        let writer = tokio::task::spawn_blocking(move || {
+            for i in 0..500u32 {
+                assert!(cw.push(&(i, vec![i as u8; size(i)])));
+                if i % 3 == 0 {
+                    cw.flush();
+                }
+            }
+            cw.flush();
+            cw
+        });
+        let cw = writer.await.unwrap();
+        let mut sr = reader.await.unwrap();
+        assert!(file.bytes_written(Side::Executor) > 0, "small frames went through the ring");
+        // Frames left in the ring when the socket ends still arrive first.
+        for i in 0..20u32 {
+            assert!(cw.push(&i));
+        }
+        cw.flush();
+        drop(cw);
+        for i in 0..20u32 {
+            assert_eq!(recv::<u32>(&mut sr).unwrap(), i);
+        }
+        assert!(matches!(recv::<u32>(&mut sr), Err(RpcError::Closed)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reader_asleep_on_the_socket_wakes_for_a_frame_put_in_the_ring() {
+        let (_cr, cw, mut sr, _sw, file) = ring_pair(1 << 16).await;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            assert!(sr.try_recv::<u32>().unwrap().is_none());
+            tx.send(()).unwrap();
+            let t0 = std::time::Instant::now();
+            // Without the wake-up this sleeps its whole minute.
+            sr.wait(Duration::from_secs(60)).unwrap();
+            (t0.elapsed(), sr.try_recv::<u32>().unwrap())
+        });
+        rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let before = file.bytes_written(Side::Executor);
+        assert!(cw.send(&7u32));
+        assert!(file.bytes_written(Side::Executor) > before, "the frame went through the ring");
+        let (slept, got) = reader.join().unwrap();
+        assert_eq!(got, Some(7));
+        assert!(slept < Duration::from_secs(30), "woken after {slept:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_forged_or_misnumbered_ring_frame_ends_the_connection() {
+        let (_cr, _cw, mut sr, _sw, file) = ring_pair(1 << 16).await;
+        let mut forged = file.writer(Side::Executor);
+        let mut frame = vec![0u8; 4 + TAG + 3];
+        frame[..4].copy_from_slice(&((TAG + 3) as u32).to_be_bytes());
+        assert!(forged.try_push(0, &frame));
+        assert!(matches!(sr.try_recv::<u32>(), Err(RpcError::Auth(_))));
+
+        let (_cr, _cw, mut sr, _sw, file) = ring_pair(1 << 16).await;
+        let mut forged = file.writer(Side::Executor);
+        frame[..4].copy_from_slice(&99u32.to_be_bytes());
+        assert!(forged.try_push(0, &frame));
+        assert!(matches!(sr.try_recv::<u32>(), Err(RpcError::Malformed(m)) if m.contains("length prefix")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

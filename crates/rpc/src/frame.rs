@@ -192,6 +192,9 @@ pub struct ConnWriter {
     pub(crate) out: Vec<u8>,
     /// Where the frame being built starts in `out`, if one is open.
     pub(crate) open: Option<usize>,
+    /// A shared-memory ring to the peer, taken before the socket when a
+    /// frame fits ([`crate::ring`]).
+    pub(crate) ring: Option<crate::ring::RingWriter>,
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -239,6 +242,7 @@ fn halves(
             max_frame,
             out: Vec::new(),
             open: None,
+            ring: None,
         },
     )
 }
@@ -427,12 +431,49 @@ impl ConnWriter {
         while *sent < self.out.len() {
             match self.inner.try_write(&self.out[*sent..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => *sent += n,
+                Ok(n) => {
+                    *sent += n;
+                    if let Some(ring) = &self.ring {
+                        ring.note_socket_write();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
         Ok(true)
+    }
+
+    /// Moves the sealed frames at the front of the buffer into the ring, as
+    /// many as fit, and returns the bytes they took; the rest go to the
+    /// socket. Call only when nothing of the buffer was written yet. A
+    /// reader asleep on the socket gets an empty frame after them.
+    pub(crate) fn push_to_ring(&mut self) -> usize {
+        let Some(ring) = self.ring.as_mut() else { return 0 };
+        debug_assert!(self.open.is_none(), "frames are sealed first");
+        let frame_at =
+            |out: &[u8], at: usize| 4 + u32::from_be_bytes(out[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let mut frames = 0u64;
+        let mut at = 0;
+        while at < self.out.len() {
+            at += frame_at(&self.out, at);
+            frames += 1;
+        }
+        let mut seq = self.seq - frames;
+        at = 0;
+        while at < self.out.len() {
+            let len = frame_at(&self.out, at);
+            if !ring.try_push(seq, &self.out[at..at + len]) {
+                break;
+            }
+            at += len;
+            seq += 1;
+        }
+        if at > 0 && ring.reader_sleeping() {
+            self.open_frame();
+            self.seal();
+        }
+        at
     }
 
     /// Empties the write buffer, releasing it if one large message grew it.

@@ -11,6 +11,8 @@
 //!   between block clients and block servers.
 //! - [`blocking`]: a connection's receiving half as a plain socket, read
 //!   by whichever of a process's threads is idle.
+//! - [`ring`]: shared-memory rings that carry a same-host connection's
+//!   frames without system calls, beside its socket.
 //! - [`client`]: a request/response client that multiplexes many concurrent
 //!   calls over one connection per peer.
 //! - [`shared`]: a connection's sending half that the scheduler and task
@@ -23,11 +25,12 @@ pub mod client;
 pub mod frame;
 pub mod launch;
 pub mod messages;
+pub mod ring;
 pub mod runtime;
 pub mod shared;
 pub mod stream;
 
-pub use blocking::{detach, wait_any, BlockingReader};
+pub use blocking::{detach, detach_with_ring, wait_any, BlockingReader};
 pub use client::{BlockClient, BlockClients, RpcClient};
 pub use frame::{accept, connect, pump, ConnReader, ConnWriter, RpcError, Secret};
 pub use messages::{BlockRequest, BlockResponse, ToDriver, ToExecutor, WireStage, WireTask, PROTOCOL_VERSION};

@@ -200,6 +200,11 @@ impl SharedWriter {
 fn drain(s: &mut State) -> std::io::Result<Drain> {
     let Some(w) = s.writer.as_mut() else { return Ok(Drain::Done) };
     w.seal();
+    if s.sent == 0 {
+        // Frames go to a shared ring first, in order, while nothing waits
+        // for the socket; the reader orders the two by sequence number.
+        s.sent = w.push_to_ring();
+    }
     if !w.write_from(&mut s.sent)? {
         return Ok(Drain::Blocked);
     }
