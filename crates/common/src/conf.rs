@@ -55,7 +55,7 @@ pub const KNOWN_KEYS: &[ConfEntry] = &[
     ConfEntry {
         key: "ember.rpc.sharedMemory",
         default: "true",
-        doc: "Whether local-cluster executors (with ember.rpc.unixSocket) also exchange control frames with the driver through a shared-memory ring, so that sending and polling take no system calls; larger frames, wake-ups and the end of a connection still use the socket.",
+        doc: "Whether local-cluster executors (with ember.rpc.unixSocket) also exchange control frames with the driver through a shared-memory ring, so that while both sides are awake, sending and polling take no system calls; larger frames, waking a sleeping reader and noticing the end of a connection still use the socket.",
     },
     ConfEntry {
         key: "ember.local.dir",

@@ -101,6 +101,11 @@ impl RingOffers {
         self.0.lock().remove(&pid);
     }
 
+    /// Withdraws every offer (the cluster is stopping).
+    pub fn clear(&self) {
+        self.0.lock().clear();
+    }
+
     fn take(&self, pid: u32) -> Option<Arc<RingFile>> {
         self.0.lock().remove(&pid)
     }

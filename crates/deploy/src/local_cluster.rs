@@ -184,6 +184,7 @@ impl LocalCluster {
             }
         }
         children.clear();
+        self.launcher.rings.clear();
     }
 }
 
@@ -206,9 +207,12 @@ impl Launcher {
             self.rings.offer(child.id(), ring);
         }
         let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin
-            .write_all(format!("{}\n", self.secret.to_hex()).as_bytes())
-            .map_err(|e| Error::io("cannot hand the secret to an executor", e))?;
+        if let Err(e) = stdin.write_all(format!("{}\n", self.secret.to_hex()).as_bytes()) {
+            self.rings.withdraw(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::io("cannot hand the secret to an executor", e));
+        }
         drop(stdin);
         self.children.lock().push((id.clone(), child));
         Ok(id)

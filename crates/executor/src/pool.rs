@@ -382,12 +382,14 @@ mod tests {
         // Parked threads look again only after an hour: a launch must not
         // depend on that.
         let slice = Duration::from_secs(3600);
+        // Another thread (an executor's main thread) holds the reader's
+        // place, so the idle pool thread sleeps on the queue. Taken before
+        // the pool starts: a pool thread that took it first would sleep an
+        // hour holding it.
+        let outside = inbox.messages.lock();
         let mut pool = TaskPool::with_park_slice("t", 1, Duration::ZERO, Some(inbox.clone()), slice).unwrap();
         *inbox.pool.lock() = pool.tx.clone();
         let _unhook = Unhook(inbox.clone());
-        // Another thread (an executor's main thread) holds the reader's
-        // place, so the idle pool thread sleeps on the queue.
-        let outside = inbox.messages.lock();
         let deadline = Instant::now() + Duration::from_secs(30);
         while pool.sleepers.count.load(Ordering::SeqCst) == 0 {
             assert!(Instant::now() < deadline, "the pool thread never slept on the queue");

@@ -73,6 +73,7 @@ fn run() -> Result<(), String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
     let secret = Secret::from_hex(&line).ok_or("stdin did not carry a valid application secret")?;
+    let ring = inherited_ring();
     let runtime =
         ember_rpc::io_runtime("ember-executor-io", 64 << 20).map_err(|e| format!("cannot start the runtime: {e}"))?;
     // The driver's messages are handled on task threads or, while those are
@@ -85,7 +86,7 @@ fn run() -> Result<(), String> {
         .spawn(move || {
             let result = {
                 let _in_runtime = runtime.enter();
-                serve(&runtime, config, secret)
+                serve(&runtime, config, secret, ring)
             };
             runtime.shutdown_timeout(Duration::from_secs(1));
             result
@@ -226,18 +227,22 @@ impl RemoteFetcher for ShuffleFetcher {
     }
 }
 
-/// Connects, authenticates and registers; returns the block server's
-/// listener and address and the driver connection.
-/// The ring file the launcher handed down, if any and if it is one; the
-/// executor attaches it before registering.
+/// The ring file the launcher handed down, if any and if it is one, marked
+/// attached. Called before any other thread exists.
 fn inherited_ring() -> Option<Arc<RingFile>> {
     let fd: std::os::fd::RawFd = std::env::var(RING_FD_ENV).ok()?.parse().ok()?;
-    // The launcher set the variable to a descriptor it left open for this
-    // process; checking that it is a live descriptor before owning it keeps
-    // a stray variable from closing someone else's.
-    // SAFETY: the borrow ends before the descriptor is owned below.
-    rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
-    // SAFETY: the descriptor is open and nothing else in this process owns it.
+    // SAFETY: only borrowed for these checks; nothing is closed if they fail.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // Own the descriptor only if it is a sealed memory file, as the
+    // launcher's is, so a stray variable cannot close someone else's.
+    if rustix::fs::fcntl_get_seals(borrowed).is_err() {
+        tracing::warn!(fd, "{RING_FD_ENV} names no ring file; control frames use the socket");
+        return None;
+    }
+    // Children of this process do not inherit it.
+    let _ = rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC);
+    // SAFETY: the launcher left this descriptor open for this process and
+    // nothing else here owns it.
     let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     match RingFile::open(owned) {
         Ok(ring) => {
@@ -251,9 +256,13 @@ fn inherited_ring() -> Option<Arc<RingFile>> {
     }
 }
 
+/// Connects, authenticates and registers; returns the block server's
+/// listener and address, the driver connection, and `ring` if the driver
+/// attached it too.
 async fn register(
     config: &ProcessConfig,
     secret: &Secret,
+    ring: Option<Arc<RingFile>>,
 ) -> Result<(TcpListener, String, ConnReader, ember_rpc::ConnWriter, Option<Arc<RingFile>>), String> {
     let block_listener =
         TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind the block server: {e}"))?;
@@ -264,7 +273,6 @@ async fn register(
     let (mut reader, mut writer) = connect(stream, secret, PROTOCOL_VERSION, config.max_frame)
         .await
         .map_err(|e| format!("cannot connect to the driver: {e}"))?;
-    let ring = inherited_ring();
     writer
         .send(&ToDriver::RegisterExecutor {
             executor_id: config.executor_id.clone(),
@@ -296,8 +304,13 @@ const BUSY_BEFORE_WATCH: Duration = Duration::from_millis(5);
 
 /// Runs the executor on this thread until it is told to stop, the
 /// connection ends, or the driver falls silent.
-fn serve(runtime: &tokio::runtime::Runtime, config: ProcessConfig, secret: Secret) -> Result<(), String> {
-    let (block_listener, block_address, reader, writer, ring) = runtime.block_on(register(&config, &secret))?;
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    config: ProcessConfig,
+    secret: Secret,
+    ring: Option<Arc<RingFile>>,
+) -> Result<(), String> {
+    let (block_listener, block_address, reader, writer, ring) = runtime.block_on(register(&config, &secret, ring))?;
     // From here idle task threads read the driver's messages themselves.
     let (reader, writer) = ember_rpc::detach_with_ring(reader, writer, ring.map(|r| (r, Side::Executor)))
         .map_err(|e| format!("cannot take over the driver connection: {e}"))?;

@@ -164,7 +164,18 @@ impl BlockingReader {
     pub fn has_buffered(&self) -> bool {
         self.msg < self.msg_end
             || self.next_frame_len().is_some_and(|len| self.end - self.start >= 4 + len)
-            || self.ring.as_ref().is_some_and(|input| input.ring.has_data())
+            || self.ring_has_next()
+    }
+
+    /// True if the ring holds the next frame (or something wrong with it,
+    /// which the next read reports). A later frame there waits for one on
+    /// the socket, which wakes a sleeper by itself.
+    fn ring_has_next(&self) -> bool {
+        self.ring.as_ref().is_some_and(|input| match input.ring.peek() {
+            Ok(Some((seq, _))) => seq <= self.seq,
+            Ok(None) => false,
+            Err(_) => true,
+        })
     }
 
     /// Sleeps until the connection has bytes to read (or has closed), or
@@ -239,7 +250,14 @@ impl BlockingReader {
         let Some(input) = self.ring.as_mut() else { return Ok(false) };
         input.current = false;
         let Some((seq, len)) = input.ring.peek()? else { return Ok(false) };
-        if seq != self.seq {
+        if seq < self.seq {
+            return Err(RpcError::Malformed(format!(
+                "a ring frame numbered {seq} arrived after frame {}",
+                self.seq - 1
+            )));
+        }
+        if seq > self.seq {
+            // The frame before it took the socket.
             return Ok(false);
         }
         if len < 4 + TAG || len - 4 > self.max_frame {
@@ -342,7 +360,7 @@ fn sleep_until_readable<'a>(
         input.ring.set_sleeping(true);
     }
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    let result = if rings.iter().any(|input| input.ring.has_data()) {
+    let result = if readers.iter().any(|r| r.ring_has_next()) {
         Ok(())
     } else {
         let timeout = rustix::event::Timespec::try_from(timeout)
@@ -427,15 +445,17 @@ mod tests {
         assert!(matches!(recv::<u32>(&mut r), Err(RpcError::Closed)));
     }
 
+    type Writer = Arc<SharedWriter>;
+
     /// A detached pair sharing a `cap`-byte ring: (client reader, client
-    /// writer, server reader, server writer, the ring file).
-    async fn ring_pair(cap: usize) -> (BlockingReader, SharedWriter, BlockingReader, SharedWriter, Arc<RingFile>) {
+    /// writer, server reader, server writer, the ring file). The writers
+    /// stay in their `Arc`s: their flushers hold weak references.
+    async fn ring_pair(cap: usize) -> (BlockingReader, Writer, BlockingReader, Writer, Arc<RingFile>) {
         let (cr, cw, sr, sw) = pair(1 << 20).await;
         let file = RingFile::create(cap).unwrap();
         let (cr, cw) = detach_with_ring(cr, cw, Some((file.clone(), Side::Executor))).unwrap();
         let (sr, sw) = detach_with_ring(sr, sw, Some((file.clone(), Side::Driver))).unwrap();
-        let (cw, sw) = (SharedWriter::start(cw), SharedWriter::start(sw));
-        (cr, Arc::into_inner(cw).unwrap(), sr, Arc::into_inner(sw).unwrap(), file)
+        (cr, SharedWriter::start(cw), sr, SharedWriter::start(sw), file)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -489,10 +509,17 @@ mod tests {
             (t0.elapsed(), sr.try_recv::<u32>().unwrap())
         });
         rx.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let before = file.bytes_written(Side::Executor);
+        // Send only once the reader has announced its sleep.
+        let probe = file.writer(Side::Executor);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !probe.reader_sleeping() {
+            assert!(std::time::Instant::now() < deadline, "the reader never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (before, socket_before) = (file.bytes_written(Side::Executor), file.reader(Side::Driver).socket_writes());
         assert!(cw.send(&7u32));
         assert!(file.bytes_written(Side::Executor) > before, "the frame went through the ring");
+        assert!(file.reader(Side::Driver).socket_writes() > socket_before, "and a wake-up through the socket");
         let (slept, got) = reader.join().unwrap();
         assert_eq!(got, Some(7));
         assert!(slept < Duration::from_secs(30), "woken after {slept:?}");
@@ -512,6 +539,24 @@ mod tests {
         frame[..4].copy_from_slice(&99u32.to_be_bytes());
         assert!(forged.try_push(0, &frame));
         assert!(matches!(sr.try_recv::<u32>(), Err(RpcError::Malformed(m)) if m.contains("length prefix")));
+
+        // A number already taken: the reader neither waits for it nor spins.
+        let (_cr, cw, mut sr, _sw, file) = ring_pair(1 << 16).await;
+        assert!(cw.send(&1u32));
+        assert_eq!(sr.try_recv::<u32>().unwrap(), Some(1));
+        let mut forged = file.writer(Side::Executor);
+        assert!(forged.try_push(0, &[0u8; 4 + TAG + 1]));
+        assert!(sr.has_buffered(), "the damage is reported by the next read");
+        assert!(matches!(sr.try_recv::<u32>(), Err(RpcError::Malformed(m)) if m.contains("numbered 0")));
+
+        // A later number waits for the frame before it, asleep, not spinning.
+        let (_cr, _cw, sr, _sw, file) = ring_pair(1 << 16).await;
+        let mut forged = file.writer(Side::Executor);
+        assert!(forged.try_push(5, &[0u8; 4 + TAG + 1]));
+        assert!(!sr.has_buffered());
+        let t0 = std::time::Instant::now();
+        sr.wait(Duration::from_millis(300)).unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(250), "slept on the socket");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -22,9 +22,9 @@
 //! ring cannot show.
 //!
 //! Nothing in the ring is trusted more than the socket's bytes: lengths
-//! are checked against the ring's size and the frame limit, and frames are
-//! authenticated as on the socket. A peer that breaks the protocol gets the
-//! connection closed, as a corrupt socket frame would.
+//! are checked against the ring's size and the frame limit, frames are
+//! authenticated as on the socket, and an entry whose sequence number was
+//! already taken ends the connection, as a corrupt socket frame would.
 //!
 //! Layout: a 4 KiB header (magic, version, capacity, one "attached" flag
 //! per side), then per direction a 256-byte control block — tail (writer),
@@ -124,7 +124,8 @@ impl RingFile {
         if magic != MAGIC || version != VERSION {
             return Err(invalid("wrong magic or version"));
         }
-        if !cap.is_power_of_two() || cap < 4096 || total_len(cap) != size {
+        let expected = cap.checked_add(CONTROL).and_then(|x| x.checked_mul(2)).and_then(|x| x.checked_add(HEADER));
+        if !cap.is_power_of_two() || cap < 4096 || expected != Some(size) {
             return Err(invalid("inconsistent capacity"));
         }
         file.cap = cap;
@@ -187,15 +188,17 @@ impl RingFile {
         Region { file: self.clone(), control: HEADER + index * (CONTROL + self.cap) }
     }
 
-    /// The ring this side writes.
-    pub fn writer(self: &Arc<Self>, me: Side) -> RingWriter {
+    /// The ring this side writes. One writer per direction: the caller
+    /// keeps it behind the connection's writer lock.
+    pub(crate) fn writer(self: &Arc<Self>, me: Side) -> RingWriter {
         let region = self.region(me);
         let tail = region.tail().load(Ordering::Acquire);
         RingWriter { region, tail }
     }
 
-    /// The ring this side reads.
-    pub fn reader(self: &Arc<Self>, me: Side) -> RingReader {
+    /// The ring this side reads. One reader per direction: the caller
+    /// keeps it inside the connection's one reader.
+    pub(crate) fn reader(self: &Arc<Self>, me: Side) -> RingReader {
         let region = self.region(match me {
             Side::Driver => Side::Executor,
             Side::Executor => Side::Driver,
@@ -278,7 +281,7 @@ fn entry_len(frame: usize) -> usize {
 
 /// The writing end of one direction (one writer at a time: the connection's
 /// writer lock serializes them).
-pub struct RingWriter {
+pub(crate) struct RingWriter {
     region: Region,
     /// The tail as this writer last published it.
     tail: u64,
@@ -286,7 +289,7 @@ pub struct RingWriter {
 
 impl RingWriter {
     /// Appends a frame unless the ring lacks room for it; never waits.
-    pub fn try_push(&mut self, seq: u64, frame: &[u8]) -> bool {
+    pub(crate) fn try_push(&mut self, seq: u64, frame: &[u8]) -> bool {
         let need = entry_len(frame.len());
         if need > self.region.cap() || frame.len() > u32::MAX as usize {
             return false;
@@ -310,32 +313,27 @@ impl RingWriter {
     /// True if the reader has said it sleeps on the socket. Ordered after
     /// the frames pushed before it (with the reader's announcement and its
     /// last look at the ring, one of the two sides sees the other).
-    pub fn reader_sleeping(&self) -> bool {
+    pub(crate) fn reader_sleeping(&self) -> bool {
         fence(Ordering::SeqCst);
         self.region.sleeping().load(Ordering::Relaxed) != 0
     }
 
     /// Counts a write to the socket, so the reader knows to read it.
-    pub fn note_socket_write(&self) {
+    pub(crate) fn note_socket_write(&self) {
         self.region.socket_writes().fetch_add(1, Ordering::Release);
     }
 }
 
 /// The reading end of one direction (one reader at a time).
-pub struct RingReader {
+pub(crate) struct RingReader {
     region: Region,
     /// The head as this reader last published it.
     head: u64,
 }
 
 impl RingReader {
-    /// True if anything waits in the ring.
-    pub fn has_data(&self) -> bool {
-        self.region.tail().load(Ordering::Acquire) != self.head
-    }
-
     /// The next entry's sequence number and frame length, if one waits.
-    pub fn peek(&self) -> Result<Option<(u64, usize)>, RpcError> {
+    pub(crate) fn peek(&self) -> Result<Option<(u64, usize)>, RpcError> {
         let tail = self.region.tail().load(Ordering::Acquire);
         let avail = tail.wrapping_sub(self.head);
         if avail == 0 {
@@ -357,7 +355,8 @@ impl RingReader {
 
     /// Moves the entry [`peek`](Self::peek) reported (of frame length
     /// `len`) into `into` and frees its room.
-    pub fn take(&mut self, len: usize, into: &mut Vec<u8>) {
+    pub(crate) fn take(&mut self, len: usize, into: &mut Vec<u8>) {
+        assert!(entry_len(len) <= self.region.cap(), "take the length peek reported");
         into.clear();
         into.resize(len, 0);
         self.region.copy_out(self.head + ENTRY_HEADER as u64, into);
@@ -367,12 +366,12 @@ impl RingReader {
 
     /// Announces (or withdraws) that the reader sleeps on the socket and
     /// must be woken through it.
-    pub fn set_sleeping(&self, sleeping: bool) {
+    pub(crate) fn set_sleeping(&self, sleeping: bool) {
         self.region.sleeping().store(sleeping as u32, Ordering::SeqCst);
     }
 
     /// How many writes the peer has made to the socket so far.
-    pub fn socket_writes(&self) -> u64 {
+    pub(crate) fn socket_writes(&self) -> u64 {
         self.region.socket_writes().load(Ordering::Acquire)
     }
 }
@@ -404,7 +403,7 @@ mod tests {
             assert_eq!((seq, len), (i as u64 + 10, f.len()));
             r.take(len, &mut buf);
             assert_eq!(buf, f);
-            assert!(!r.has_data());
+            assert!(r.peek().unwrap().is_none());
         }
     }
 
@@ -419,7 +418,7 @@ mod tests {
         }
         assert_eq!(pushed, 4, "4 entries of 1,016 bytes fit in 4 KiB");
         assert!(!w.try_push(9, &frame(2, 5000)), "larger than the ring");
-        assert!(!file.reader(Side::Executor).has_data(), "the other direction is empty");
+        assert!(file.reader(Side::Executor).peek().unwrap().is_none(), "the other direction is empty");
         let mut r = file.reader(Side::Driver);
         let mut buf = Vec::new();
         let (_, len) = r.peek().unwrap().unwrap();
