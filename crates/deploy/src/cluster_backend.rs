@@ -15,7 +15,7 @@
 //!
 //! An executor this process launched on this host may also share a ring
 //! file with it ([`ember_rpc::ring`]): the launcher names the ring by the
-//! child's process id ([`DriverEndpoint::expect_ring`]), and a connection
+//! child's process id ([`RingOffers`]), and a connection
 //! from that process over the Unix socket (its id comes from the socket's
 //! peer credentials) attaches it when the executor says it attached it too.
 

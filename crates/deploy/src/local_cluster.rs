@@ -250,7 +250,6 @@ impl Launcher {
         let mut children = self.children.lock();
         if let Some(pos) = children.iter().position(|(c, _)| c == id) {
             let (_, mut child) = children.remove(pos);
-            self.rings.withdraw(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,7 +1,7 @@
 //! Ember's sort-based shuffle and memory accounting.
 //!
 //! * [`memory`]: the executor-wide [`MemoryPool`] and per-task [`MemoryReservation`]s.
-//! * [`format`]: the map output file layout (data region + index trailer), [`BlockWriter`] and the
+//! * [`mod@format`]: the map output file layout (data region + index trailer), [`BlockWriter`] and the
 //!   checksum-verifying [`SegmentReader`].
 //! * [`aggregator`]: the [`Aggregator`] trait (combineByKey semantics) and [`key_hash`].
 //! * [`writer`]: the map side — [`write_plain`] and [`write_combined`], which
