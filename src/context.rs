@@ -411,18 +411,17 @@ impl Context {
         let sink = Arc::new(ResultSink::new(rdd.node.clone(), state, f));
         let count = partitions.len();
         let group = JOB_GROUP.with(|g| g.borrow().clone());
-        let (job_id, rx) = self.inner.driver.submit_job(rdd.base(), sink, partitions, group)?;
-        // The waiter polls only while the job is young: a tiny job ends
-        // within the budget, and a long one's stream of results would
-        // otherwise keep this thread polling beside the threads doing work.
-        let submitted = std::time::Instant::now();
+        // This thread polls (running the event loop's turns itself) only
+        // while the job is young: a tiny job ends within the budget, and a
+        // long one's stream of results would otherwise keep this thread
+        // polling beside the threads doing work.
+        let (job_id, mut waiter) =
+            self.inner.driver.submit_job(rdd.base(), sink, partitions, group, self.inner.spin_wait)?;
         let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
         let mut total_bytes: u64 = 0;
         let limit = self.inner.max_result_size;
         loop {
-            let budget = self.inner.spin_wait.saturating_sub(submitted.elapsed());
-            let next = ember_common::spin::spin_for(budget, || rx.try_recv().ok());
-            match next.map_or_else(|| rx.recv(), Ok) {
+            match waiter.recv() {
                 Ok(JobMsg::TaskResults(batch)) => {
                     for (output_index, bytes) in batch {
                         total_bytes += bytes.len() as u64;

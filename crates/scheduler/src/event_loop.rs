@@ -1,10 +1,19 @@
-//! The driver's event loop: one thread that owns the DAG scheduler, the task
-//! scheduler and the backend, and processes [`LoopMsg`]s in order — job
-//! submissions from user threads, status updates from executors, executor
-//! arrivals and losses, cancellations. Everything that changes scheduling
-//! state happens here, so the state machines need no locks.
+//! The driver's event loop: the DAG scheduler, the task scheduler and the
+//! backend, processing [`LoopMsg`]s in order — job submissions from user
+//! threads, status updates from executors, executor arrivals and losses,
+//! cancellations. Everything that changes scheduling state happens in the
+//! loop, run by one thread at a time, so the state machines need no locks
+//! of their own.
 //!
-//! It is a plain thread rather than an async task, and it never waits on
+//! The loop has a thread of its own, but a user thread waiting for a job
+//! that should end soon runs the loop's turns itself meanwhile
+//! ([`JobWaiter`]) and the loop thread steps aside: a tiny job then crosses
+//! no thread boundary in the driver, and one polling thread fewer shares
+//! the CPUs with the tasks. `local[2]` tiny jobs went from 0.010–0.012 ms
+//! to 0.006–0.007 ms, `local-cluster` ones from 0.013–0.020 to
+//! 0.010–0.014 ms (interleaved invocations).
+//!
+//! It runs on plain threads rather than as an async task, and never waits on
 //! the network for anything but its next message: an in-process backend
 //! feeds it through its channel, and a backend with executor connections
 //! lets it read them itself ([`SchedulerBackend::poll_incoming`]) —
@@ -24,10 +33,10 @@ use ember_core::RddBase;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where tasks go: an in-process executor, or executor processes over RPC.
 pub trait SchedulerBackend: Send {
@@ -120,9 +129,30 @@ pub struct LoopConfig {
 /// The driver side's handle on the running event loop.
 pub struct DriverHandle {
     tx: LoopSender,
+    shared: Arc<LoopShared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     next_job_id: AtomicU64,
 }
+
+/// What the loop thread and the callers waiting for their jobs
+/// ([`JobWaiter`]) share.
+struct LoopShared {
+    /// The loop's state; whoever holds it runs the loop. `None` once the
+    /// loop has stopped and its state was dropped.
+    core: Mutex<Option<LoopCore>>,
+    /// Callers running (or about to run) the loop while they wait. The
+    /// loop thread keeps away while there are any.
+    leaders: AtomicUsize,
+    /// The loop thread, to wake when the last leader leaves work behind.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// How long the loop thread sleeps between looks while callers run the
+/// loop. A leader that leaves with jobs still running wakes it at once; one
+/// that leaves an idle loop does not, so that back-to-back tiny jobs never
+/// pay for waking it, and what arrives meanwhile (heartbeats, say) waits at
+/// most this long.
+const STEPPED_ASIDE_NAP: Duration = Duration::from_millis(1);
 
 impl DriverHandle {
     /// Starts the loop on `channel` (made first, so that executors created
@@ -134,45 +164,61 @@ impl DriverHandle {
         clock: Arc<dyn Clock>,
         (tx, rx): (LoopSender, LoopReceiver),
     ) -> Self {
+        let state = LoopState {
+            dag: DagScheduler::new(config.max_consecutive_stage_attempts),
+            ts: TaskScheduler::new(config.max_task_failures)
+                .with_short_task_queue(config.short_task_queue)
+                .with_locality_wait(config.locality_wait.as_millis() as u64),
+            waiters: HashMap::new(),
+            groups: HashMap::new(),
+            backend,
+            bus,
+            clock,
+            spin_wait: config.spin_wait,
+            events: Vec::new(),
+            results: Vec::new(),
+        };
+        let shared = Arc::new(LoopShared {
+            core: Mutex::new(Some(LoopCore { state, rx, incoming: Vec::new(), stopped: false })),
+            leaders: AtomicUsize::new(0),
+            thread: std::sync::OnceLock::new(),
+        });
+        let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ember-dag-scheduler".into())
             // Deep lineage is dropped and walked here; give it room.
             .stack_size(256 << 20)
-            .spawn(move || {
-                let mut state = LoopState {
-                    dag: DagScheduler::new(config.max_consecutive_stage_attempts),
-                    ts: TaskScheduler::new(config.max_task_failures)
-                        .with_short_task_queue(config.short_task_queue)
-                        .with_locality_wait(config.locality_wait.as_millis() as u64),
-                    waiters: HashMap::new(),
-                    groups: HashMap::new(),
-                    backend,
-                    bus,
-                    clock,
-                    spin_wait: config.spin_wait,
-                    events: Vec::new(),
-                    results: Vec::new(),
-                };
-                state.run(rx);
-            })
+            .spawn(move || loop_thread(&for_thread))
             .expect("spawn scheduler thread");
-        DriverHandle { tx, thread: Mutex::new(Some(thread)), next_job_id: AtomicU64::new(0) }
+        let _ = shared.thread.set(thread.thread().clone());
+        DriverHandle { tx, shared, thread: Mutex::new(Some(thread)), next_job_id: AtomicU64::new(0) }
     }
 
-    /// Submits a job; results and completion arrive on the returned receiver.
+    /// Submits a job; its results and completion come through the returned
+    /// waiter. For `lead_for` from now, a thread waiting on it runs the
+    /// event loop's turns itself, polling (see [`JobWaiter`]); after that it
+    /// blocks and leaves the loop to its thread. Zero never leads.
     pub fn submit_job(
         &self,
         rdd: Arc<dyn RddBase>,
         sink: Arc<dyn EncodableNode>,
         partitions: Vec<usize>,
         group: Option<String>,
-    ) -> Result<(JobId, Receiver<JobMsg>)> {
+        lead_for: Duration,
+    ) -> Result<(JobId, JobWaiter<'_>)> {
         let job_id = JobId(self.next_job_id.fetch_add(1, Ordering::Relaxed));
         let (waiter, rx) = unbounded();
+        let mut job = JobWaiter { shared: &self.shared, rx, since: Instant::now(), budget: lead_for, leading: false };
+        // Counted before the job is sent, so that the loop thread steps
+        // aside rather than take it.
+        if !lead_for.is_zero() {
+            self.shared.leaders.fetch_add(1, Ordering::SeqCst);
+            job.leading = true;
+        }
         self.tx
             .send(LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter })
             .map_err(|_| Error::Stopped("the scheduler has stopped".into()))?;
-        Ok((job_id, rx))
+        Ok((job_id, job))
     }
 
     pub fn cancel_job(&self, job_id: JobId, reason: &str) {
@@ -196,8 +242,205 @@ impl DriverHandle {
     pub fn stop(&self) {
         let _ = self.tx.send(LoopMsg::Stop);
         if let Some(t) = self.thread.lock().take() {
+            t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+/// The receiving end of a job, which runs the event loop while it waits.
+///
+/// A thread that expects its job to end soon runs the loop's turns itself
+/// while it waits, and the loop thread steps aside meanwhile: a tiny job
+/// then needs no hand-off between the caller and the loop thread in either
+/// direction, and one polling thread fewer competes for the CPUs with the
+/// tasks. Only one thread runs the loop at a time; other waiters poll their
+/// receivers until they can.
+pub struct JobWaiter<'a> {
+    shared: &'a LoopShared,
+    rx: Receiver<JobMsg>,
+    since: Instant,
+    budget: Duration,
+    /// Counted among the loop's leaders: from submission until the budget
+    /// ends or the waiter is dropped, so that the loop thread stays aside
+    /// between this job's messages.
+    leading: bool,
+}
+
+impl JobWaiter<'_> {
+    /// The job's next message.
+    pub fn recv(&mut self) -> std::result::Result<JobMsg, crossbeam_channel::RecvError> {
+        if let Ok(msg) = self.rx.try_recv() {
+            return Ok(msg);
+        }
+        if !self.leading {
+            return self.rx.recv();
+        }
+        let mut lead = None;
+        let mut round = 0u32;
+        loop {
+            if let Ok(msg) = self.rx.try_recv() {
+                return Ok(msg);
+            }
+            round = round.wrapping_add(1);
+            if round.is_multiple_of(8) && self.since.elapsed() >= self.budget {
+                break;
+            }
+            if lead.is_none() {
+                lead = self.shared.core.try_lock();
+            }
+            match lead.as_mut().and_then(|g| g.as_mut()).filter(|c| !c.stopped) {
+                Some(core) => {
+                    core.turn(Duration::ZERO, false, &|| false);
+                }
+                // The loop thread is finishing a turn, or the loop stopped.
+                None => lead = None,
+            }
+            if let Ok(msg) = self.rx.try_recv() {
+                return Ok(msg);
+            }
+            std::thread::yield_now();
+        }
+        drop(lead);
+        // A long job: its results come to a sleeping caller, through the
+        // loop thread.
+        self.stop_leading();
+        self.rx.recv()
+    }
+
+    fn stop_leading(&mut self) {
+        if !std::mem::take(&mut self.leading) {
+            return;
+        }
+        // Jobs still running need the loop thread, if this was the last
+        // leader; an idle loop can wait for its next look.
+        let work_left =
+            self.shared.core.try_lock().is_some_and(|g| g.as_ref().is_some_and(|c| !c.stopped && c.state.has_jobs()));
+        if self.shared.leaders.fetch_sub(1, Ordering::SeqCst) == 1 && work_left {
+            if let Some(t) = self.shared.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for JobWaiter<'_> {
+    fn drop(&mut self) {
+        self.stop_leading();
+    }
+}
+
+/// The loop thread: runs turns while no caller runs the loop, and naps
+/// while one does. It drops the loop's state when the loop stops, on its
+/// large stack.
+fn loop_thread(shared: &LoopShared) {
+    loop {
+        if shared.leaders.load(Ordering::SeqCst) > 0 {
+            std::thread::park_timeout(STEPPED_ASIDE_NAP);
+            continue;
+        }
+        let Some(mut guard) = shared.core.try_lock() else {
+            std::thread::park_timeout(STEPPED_ASIDE_NAP);
+            continue;
+        };
+        let Some(core) = guard.as_mut() else { return };
+        let spin_wait = core.state.spin_wait;
+        loop {
+            if core.stopped {
+                let state = guard.take();
+                drop(guard);
+                drop(state);
+                return;
+            }
+            let turn = core.turn(spin_wait, true, &|| shared.leaders.load(Ordering::Relaxed) > 0);
+            if turn == Turn::SteppedAside || shared.leaders.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// How a turn of the loop went.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Turn {
+    /// Messages were handled.
+    Worked,
+    /// Nothing came (a due locality wait may have been served).
+    Idle,
+    /// Nothing came, and the turn ended early because a caller wants to
+    /// run the loop.
+    SteppedAside,
+}
+
+/// The loop's state with its channel: run by the loop thread, or by a
+/// caller waiting for its job.
+struct LoopCore {
+    state: LoopState,
+    rx: LoopReceiver,
+    /// Messages taken but not yet handled.
+    incoming: Vec<LoopMsg>,
+    /// The loop has handled `Stop`; nobody may run it any more.
+    stopped: bool,
+}
+
+impl LoopCore {
+    /// One turn: waits for messages — polling for `budget`, then, if
+    /// `may_sleep`, sleeping until one comes or a locality wait ends, unless
+    /// `step_aside` says a caller wants the loop — handles them, makes
+    /// offers and sends what the turn queued.
+    fn turn(&mut self, budget: Duration, may_sleep: bool, step_aside: &dyn Fn() -> bool) -> Turn {
+        let LoopCore { state, rx, incoming, stopped } = self;
+        // Tasks held back for locality must be offered again when their
+        // wait ends, even if nothing else happens by then.
+        let deadline = if state.ts.holds_tasks_for_locality() {
+            let now = state.clock.now_millis();
+            state.ts.locality_deadline(now).map(|d| Duration::from_millis(d.saturating_sub(now)))
+        } else {
+            None
+        };
+        let backend = &mut state.backend;
+        let reads = backend.reads_connections();
+        let spun = ember_common::spin::spin_for(budget, || {
+            if step_aside() {
+                return Some(false);
+            }
+            take_incoming(rx, &mut **backend, reads, incoming);
+            (!incoming.is_empty()).then_some(true)
+        });
+        match spun {
+            Some(true) => {}
+            Some(false) => return Turn::SteppedAside,
+            None if may_sleep => state.sleep(rx, deadline, incoming),
+            // A caller polling: offers wait for a locality wait to end.
+            None if deadline.is_none_or(|d| !d.is_zero()) => return Turn::Idle,
+            None => {}
+        }
+        // Per-task listener events only while someone listens; a listener
+        // may have registered while the loop waited.
+        state.ts.set_task_events(state.bus.is_listening());
+        if incoming.is_empty() {
+            // The locality wait ended (or nothing came after all).
+            state.make_offers();
+            state.end_turn();
+            return Turn::Idle;
+        }
+        // Handle it, and whatever else is queued, before making offers.
+        loop {
+            for msg in incoming.drain(..) {
+                if !state.handle(msg) {
+                    state.shutdown();
+                    *stopped = true;
+                    return Turn::Worked;
+                }
+            }
+            take_incoming(rx, &mut *state.backend, reads, incoming);
+            if incoming.is_empty() {
+                break;
+            }
+        }
+        state.make_offers();
+        state.end_turn();
+        Turn::Worked
     }
 }
 
@@ -219,51 +462,9 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn run(&mut self, rx: LoopReceiver) {
-        let mut incoming: Vec<LoopMsg> = Vec::new();
-        loop {
-            // Tasks held back for locality must be offered again when their
-            // wait ends, even if nothing else happens by then.
-            let deadline = if self.ts.holds_tasks_for_locality() {
-                let now = self.clock.now_millis();
-                self.ts.locality_deadline(now).map(|d| Duration::from_millis(d - now))
-            } else {
-                None
-            };
-            let backend = &mut self.backend;
-            let reads = backend.reads_connections();
-            let spun = ember_common::spin::spin_for(self.spin_wait, || {
-                take_incoming(&rx, &mut **backend, reads, &mut incoming);
-                (!incoming.is_empty()).then_some(())
-            });
-            if spun.is_none() {
-                self.sleep(&rx, deadline, &mut incoming);
-            }
-            // Per-task listener events only while someone listens; a listener
-            // may have registered while the loop waited.
-            self.ts.set_task_events(self.bus.is_listening());
-            if incoming.is_empty() {
-                // The locality wait ended (or nothing came after all).
-                self.make_offers();
-                self.end_turn();
-                continue;
-            }
-            // Handle it, and whatever else is queued, before making offers.
-            loop {
-                for msg in incoming.drain(..) {
-                    if !self.handle(msg) {
-                        self.shutdown();
-                        return;
-                    }
-                }
-                take_incoming(&rx, &mut *self.backend, reads, &mut incoming);
-                if incoming.is_empty() {
-                    break;
-                }
-            }
-            self.make_offers();
-            self.end_turn();
-        }
+    /// True while some job has not ended.
+    fn has_jobs(&self) -> bool {
+        !self.waiters.is_empty()
     }
 
     /// Sleeps until a message arrives or `deadline` passes: on the channel,

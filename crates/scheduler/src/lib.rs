@@ -20,5 +20,5 @@ pub mod listener;
 pub mod task_scheduler;
 
 pub use doorbell::{loop_channel, LoopReceiver, LoopSender};
-pub use event_loop::{DriverHandle, JobMsg, LoopMsg, SchedulerBackend};
+pub use event_loop::{DriverHandle, JobMsg, JobWaiter, LoopMsg, SchedulerBackend};
 pub use listener::{Listener, ListenerBus, ListenerEvent};
