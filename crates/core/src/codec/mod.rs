@@ -72,9 +72,22 @@ pub trait Encode: Sized + Send + Sync + 'static {
     fn into_any(self) -> AnyNode;
 }
 
+/// The first 8 bytes of the BLAKE3 hash of `N`'s type name. Type names of
+/// closures run to hundreds of bytes, and every node is fingerprinted when
+/// it is encoded and again when it is decoded, so each thread keeps the
+/// fingerprints it has computed.
 fn fingerprint_of<N: 'static>() -> u64 {
-    let h = blake3::hash(std::any::type_name::<N>().as_bytes());
-    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+    thread_local! {
+        static FINGERPRINTS: std::cell::RefCell<foldhash::HashMap<std::any::TypeId, u64>> =
+            std::cell::RefCell::new(foldhash::HashMap::default());
+    }
+    let id = std::any::TypeId::of::<N>();
+    FINGERPRINTS.with(|f| {
+        *f.borrow_mut().entry(id).or_insert_with(|| {
+            let h = blake3::hash(std::any::type_name::<N>().as_bytes());
+            u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+        })
+    })
 }
 
 /// The decoder that [`encode_node`] points the executor at.
@@ -237,4 +250,57 @@ pub fn exe_hash() -> &'static [u8; 32] {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two node types with the same payload shape, told apart only by their
+    /// fingerprints.
+    struct Left(u32);
+    struct Right(u32);
+
+    impl Encode for Left {
+        type Payload = u32;
+        fn payload(&self) -> u32 {
+            self.0
+        }
+        fn decode(payload: u32, _parents: &[AnyNode]) -> Result<Self> {
+            Ok(Left(payload))
+        }
+        fn into_any(self) -> AnyNode {
+            Arc::new(self.0)
+        }
+    }
+
+    impl Encode for Right {
+        type Payload = u32;
+        fn payload(&self) -> u32 {
+            self.0
+        }
+        fn decode(payload: u32, _parents: &[AnyNode]) -> Result<Self> {
+            Ok(Right(payload))
+        }
+        fn into_any(self) -> AnyNode {
+            Arc::new(self.0)
+        }
+    }
+
+    #[test]
+    fn a_node_decodes_only_as_its_own_type_however_often_fingerprinted() {
+        assert_ne!(fingerprint_of::<Left>(), fingerprint_of::<Right>());
+        // The remembered fingerprint is the computed one, on any thread.
+        let here = fingerprint_of::<Left>();
+        assert_eq!(fingerprint_of::<Left>(), here);
+        assert_eq!(std::thread::spawn(fingerprint_of::<Left>).join().unwrap(), here);
+        for _ in 0..3 {
+            let encoded = encode_node(&Left(7)).unwrap();
+            assert_eq!(encoded.type_fingerprint, here);
+            let node = decode_node::<Left>(&encoded.payload, &[]).unwrap();
+            assert_eq!(*node.downcast_ref::<u32>().unwrap(), 7);
+            let err = decode_node::<Right>(&encoded.payload, &[]).err().unwrap().to_string();
+            assert!(err.contains("node type mismatch"), "{err}");
+        }
+    }
 }
