@@ -19,7 +19,7 @@
 //!    their driver.
 //!
 //! The driver's messages are read by the executor's idle task threads
-//! ([`Control`], the pool's [`Inbox`]): the thread that reads a
+//! (`Control`, the pool's [`Inbox`]): the thread that reads a
 //! `LaunchTask` runs it, with no I/O thread polling beside the task threads
 //! and no hand-off between them. When every task thread has been busy with
 //! one task for a few milliseconds, the process's main thread reads instead,

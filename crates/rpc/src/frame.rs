@@ -497,7 +497,7 @@ impl ConnWriter {
 
 /// Writes everything sent on `rx` to the connection until either side ends.
 /// Messages already queued go out together — packed into frames of up to
-/// the frame limit, about [`BATCH_BYTES`] per write — so a burst costs one
+/// the frame limit, about 1 MiB (`BATCH_BYTES`) per write — so a burst costs one
 /// tag and one write instead of one per message. A message that cannot be
 /// encoded or exceeds the frame limit ends the connection, as a write
 /// failure would: the peer sees it close, never a silently missing message.

@@ -170,7 +170,7 @@ impl ListenerBus {
     }
 
     /// Posts events in order; they reach listeners within about
-    /// [`DELIVERY_INTERVAL`]. Leaves `events` empty, with its capacity.
+    /// 5 ms (`DELIVERY_INTERVAL`). Leaves `events` empty, with its capacity.
     pub fn post_all(&self, events: &mut Vec<ListenerEvent>) {
         if events.is_empty() || !self.is_listening() {
             events.clear();

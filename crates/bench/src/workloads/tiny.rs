@@ -4,7 +4,7 @@
 //! count is 10.
 //!
 //! The native version runs each 2-task job on the long-lived 2-thread
-//! [`Pool`](super::sched::Pool).
+//! [`Pool`].
 
 use super::sched::{pool_count, Pool};
 use crate::harness::{median, Measurement};

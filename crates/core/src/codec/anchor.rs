@@ -2,7 +2,7 @@
 //!
 //! Rust cannot serialize closures, so Ember ships *types*: every lineage node
 //! type has a monomorphized decoder function, and the driver sends that
-//! function's address as an offset from [`anchor`]. The executor adds its own
+//! function's address as an offset from `anchor`. The executor adds its own
 //! anchor address back. Address-space layout randomisation moves the whole
 //! image, so offsets survive it — but only between processes running the
 //! **byte-identical executable**. [`super::exe_hash`] enforces that before any
