@@ -210,6 +210,19 @@ pub struct DagScheduler {
     /// Block servers of live out-of-process executors.
     block_addresses: HashMap<ExecutorId, String>,
     max_consecutive_attempts: u32,
+    /// Stages forgotten since [`take_released`](Self::take_released).
+    released: Vec<Stage>,
+}
+
+/// Stages the DAG scheduler has forgotten. Dropping the last reference to
+/// a lineage drops it recursively, one stack frame per RDD, so whoever
+/// takes these decides which thread's stack that happens on.
+pub struct Released(Vec<Stage>);
+
+impl Released {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl DagScheduler {
@@ -226,6 +239,7 @@ impl DagScheduler {
             cache_locs: HashMap::new(),
             block_addresses: HashMap::new(),
             max_consecutive_attempts: max_consecutive_attempts.max(1),
+            released: Vec::new(),
         }
     }
 
@@ -698,6 +712,11 @@ impl DagScheduler {
         }
     }
 
+    /// The stages forgotten since the last call, for the caller to drop.
+    pub fn take_released(&mut self) -> Released {
+        Released(std::mem::take(&mut self.released))
+    }
+
     /// Ends a job and forgets stages no other active job needs.
     fn finish_job(&mut self, job_id: JobId, result: Result<(), Error>, now: u64, out: &mut Vec<DagAction>) {
         self.jobs.remove(&job_id);
@@ -717,6 +736,7 @@ impl DagScheduler {
                 if let StageKind::ShuffleMap(dep) = &stage.kind {
                     self.shuffle_to_stage.remove(&dep.shuffle_id());
                 }
+                self.released.push(stage);
             }
         }
         match result {

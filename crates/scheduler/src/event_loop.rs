@@ -140,18 +140,19 @@ struct LoopShared {
     /// The loop's state; whoever holds it runs the loop. `None` once the
     /// loop has stopped and its state was dropped.
     core: Mutex<Option<LoopCore>>,
-    /// Callers running (or about to run) the loop while they wait. The
-    /// loop thread keeps away while there are any.
+    /// Callers inside [`JobWaiter::recv`] within their budget, running the
+    /// loop (or waiting for their turn at it). The loop thread keeps away
+    /// while there are any.
     leaders: AtomicUsize,
     /// The loop thread, to wake when the last leader leaves work behind.
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// How long the loop thread sleeps between looks while callers run the
-/// loop. A leader that leaves with jobs still running wakes it at once; one
-/// that leaves an idle loop does not, so that back-to-back tiny jobs never
-/// pay for waking it, and what arrives meanwhile (heartbeats, say) waits at
-/// most this long.
+/// loop. A leader that leaves for good with jobs still running wakes it at
+/// once; one that leaves an idle loop, or will be back for its job's next
+/// message, does not, so that back-to-back tiny jobs never pay for waking
+/// it, and what arrives meanwhile (heartbeats, say) waits at most this long.
 const STEPPED_ASIDE_NAP: Duration = Duration::from_millis(1);
 
 impl DriverHandle {
@@ -177,9 +178,10 @@ impl DriverHandle {
             spin_wait: config.spin_wait,
             events: Vec::new(),
             results: Vec::new(),
+            offered_at: 0,
         };
         let shared = Arc::new(LoopShared {
-            core: Mutex::new(Some(LoopCore { state, rx, incoming: Vec::new(), stopped: false })),
+            core: Mutex::new(Some(LoopCore { state, rx, incoming: Vec::new(), stopped: false, graveyard: Vec::new() })),
             leaders: AtomicUsize::new(0),
             thread: std::sync::OnceLock::new(),
         });
@@ -208,13 +210,7 @@ impl DriverHandle {
     ) -> Result<(JobId, JobWaiter<'_>)> {
         let job_id = JobId(self.next_job_id.fetch_add(1, Ordering::Relaxed));
         let (waiter, rx) = unbounded();
-        let mut job = JobWaiter { shared: &self.shared, rx, since: Instant::now(), budget: lead_for, leading: false };
-        // Counted before the job is sent, so that the loop thread steps
-        // aside rather than take it.
-        if !lead_for.is_zero() {
-            self.shared.leaders.fetch_add(1, Ordering::SeqCst);
-            job.leading = true;
-        }
+        let job = JobWaiter { shared: &self.shared, rx, since: Instant::now(), budget: lead_for };
         self.tx
             .send(LoopMsg::SubmitJob { job_id, rdd, sink, partitions, group, waiter })
             .map_err(|_| Error::Stopped("the scheduler has stopped".into()))?;
@@ -261,72 +257,94 @@ pub struct JobWaiter<'a> {
     rx: Receiver<JobMsg>,
     since: Instant,
     budget: Duration,
-    /// Counted among the loop's leaders: from submission until the budget
-    /// ends or the waiter is dropped, so that the loop thread stays aside
-    /// between this job's messages.
-    leading: bool,
+}
+
+/// Why a leader stopped running the loop.
+enum Leave {
+    /// Its job sent a message; unless it was the last, the caller is back
+    /// for the next one soon.
+    Message(JobMsg),
+    /// Its budget ran out, the loop stopped, or the job's channel closed:
+    /// the caller blocks on its channel from now on.
+    ForGood,
+}
+
+/// Counts a caller among the leaders for as long as it lives, unwinding
+/// included.
+struct Leading<'a>(&'a LoopShared);
+
+impl<'a> Leading<'a> {
+    fn new(shared: &'a LoopShared) -> Self {
+        shared.leaders.fetch_add(1, Ordering::SeqCst);
+        Leading(shared)
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.leaders.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl JobWaiter<'_> {
-    /// The job's next message.
+    /// The job's next message. Within the budget the calling thread runs
+    /// the loop's turns until the message is there, releasing the loop
+    /// between turns so that other waiters may run it too.
     pub fn recv(&mut self) -> std::result::Result<JobMsg, crossbeam_channel::RecvError> {
         if let Ok(msg) = self.rx.try_recv() {
             return Ok(msg);
         }
-        if !self.leading {
+        if self.since.elapsed() >= self.budget {
             return self.rx.recv();
         }
-        let mut lead = None;
-        let mut round = 0u32;
-        loop {
-            if let Ok(msg) = self.rx.try_recv() {
-                return Ok(msg);
+        let shared = self.shared;
+        let leading = Leading::new(shared);
+        let leave = loop {
+            match self.rx.try_recv() {
+                Ok(msg) => break Leave::Message(msg),
+                Err(TryRecvError::Disconnected) => break Leave::ForGood,
+                Err(TryRecvError::Empty) => {}
             }
-            round = round.wrapping_add(1);
-            if round.is_multiple_of(8) && self.since.elapsed() >= self.budget {
-                break;
+            if self.since.elapsed() >= self.budget {
+                break Leave::ForGood;
             }
-            if lead.is_none() {
-                lead = self.shared.core.try_lock();
-            }
-            match lead.as_mut().and_then(|g| g.as_mut()).filter(|c| !c.stopped) {
-                Some(core) => {
-                    core.turn(Duration::ZERO, false, &|| false);
+            if let Some(mut guard) = shared.core.try_lock() {
+                match guard.as_mut().filter(|c| !c.stopped) {
+                    Some(core) => {
+                        core.guarded_turn(Duration::ZERO, false, &|| false);
+                        // Forgotten lineage is dropped on the loop thread's stack.
+                        let released = core.state.dag.take_released();
+                        if !released.is_empty() {
+                            core.graveyard.push(released);
+                        }
+                    }
+                    None => break Leave::ForGood,
                 }
-                // The loop thread is finishing a turn, or the loop stopped.
-                None => lead = None,
             }
             if let Ok(msg) = self.rx.try_recv() {
-                return Ok(msg);
+                break Leave::Message(msg);
             }
             std::thread::yield_now();
-        }
-        drop(lead);
-        // A long job: its results come to a sleeping caller, through the
-        // loop thread.
-        self.stop_leading();
-        self.rx.recv()
-    }
-
-    fn stop_leading(&mut self) {
-        if !std::mem::take(&mut self.leading) {
-            return;
-        }
-        // Jobs still running need the loop thread, if this was the last
-        // leader; an idle loop can wait for its next look.
-        let work_left =
-            self.shared.core.try_lock().is_some_and(|g| g.as_ref().is_some_and(|c| !c.stopped && c.state.has_jobs()));
-        if self.shared.leaders.fetch_sub(1, Ordering::SeqCst) == 1 && work_left {
-            if let Some(t) = self.shared.thread.get() {
+        };
+        drop(leading);
+        // The loop thread naps while callers lead: wake it if this caller
+        // will not be back and the loop may have work (or must end).
+        let wake = match &leave {
+            Leave::Message(JobMsg::TaskResults(_)) => false,
+            Leave::Message(JobMsg::Done(_)) | Leave::ForGood => match shared.core.try_lock() {
+                Some(guard) => guard.as_ref().is_some_and(|c| c.stopped || c.state.has_jobs() || !c.rx.rx.is_empty()),
+                None => true,
+            },
+        };
+        if wake && shared.leaders.load(Ordering::SeqCst) == 0 {
+            if let Some(t) = shared.thread.get() {
                 t.unpark();
             }
         }
-    }
-}
-
-impl Drop for JobWaiter<'_> {
-    fn drop(&mut self) {
-        self.stop_leading();
+        match leave {
+            Leave::Message(msg) => Ok(msg),
+            Leave::ForGood => self.rx.recv(),
+        }
     }
 }
 
@@ -337,6 +355,7 @@ fn loop_thread(shared: &LoopShared) {
     loop {
         if shared.leaders.load(Ordering::SeqCst) > 0 {
             std::thread::park_timeout(STEPPED_ASIDE_NAP);
+            bury(shared);
             continue;
         }
         let Some(mut guard) = shared.core.try_lock() else {
@@ -345,6 +364,7 @@ fn loop_thread(shared: &LoopShared) {
         };
         let Some(core) = guard.as_mut() else { return };
         let spin_wait = core.state.spin_wait;
+        let graveyard = std::mem::take(&mut core.graveyard);
         loop {
             if core.stopped {
                 let state = guard.take();
@@ -352,12 +372,24 @@ fn loop_thread(shared: &LoopShared) {
                 drop(state);
                 return;
             }
-            let turn = core.turn(spin_wait, true, &|| shared.leaders.load(Ordering::Relaxed) > 0);
+            let turn = core.guarded_turn(spin_wait, true, &|| shared.leaders.load(Ordering::Relaxed) > 0);
+            drop(core.state.dag.take_released());
             if turn == Turn::SteppedAside || shared.leaders.load(Ordering::Relaxed) > 0 {
                 break;
             }
         }
+        drop(guard);
+        drop(graveyard);
     }
+}
+
+/// Drops, on the loop thread, the lineage that leaders' turns forgot.
+fn bury(shared: &LoopShared) {
+    let graveyard = match shared.core.try_lock() {
+        Some(mut guard) => guard.as_mut().map(|c| std::mem::take(&mut c.graveyard)),
+        None => None,
+    };
+    drop(graveyard);
 }
 
 /// How a turn of the loop went.
@@ -379,27 +411,59 @@ struct LoopCore {
     rx: LoopReceiver,
     /// Messages taken but not yet handled.
     incoming: Vec<LoopMsg>,
-    /// The loop has handled `Stop`; nobody may run it any more.
+    /// The loop has handled `Stop` (or a turn panicked); nobody may run it
+    /// any more.
     stopped: bool,
+    /// Stages that leaders' turns forgot, for the loop thread to drop.
+    graveyard: Vec<crate::dag::Released>,
 }
 
 impl LoopCore {
+    /// [`turn`](Self::turn), but a panic in it (a bug, or user code in an
+    /// RDD's encoding) fails every job and stops the loop rather than leave
+    /// their waiters waiting.
+    fn guarded_turn(&mut self, budget: Duration, may_sleep: bool, step_aside: &dyn Fn() -> bool) -> Turn {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn(budget, may_sleep, step_aside))) {
+            Ok(turn) => turn,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                self.stopped = true;
+                self.incoming.clear();
+                let state = &mut self.state;
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.backend.stop()));
+                for (_, w) in state.waiters.drain() {
+                    let _ = w.send(JobMsg::Done(Err(Error::Stopped(format!(
+                        "the scheduler stopped after a panic: {message}"
+                    )))));
+                }
+                Turn::Worked
+            }
+        }
+    }
+
     /// One turn: waits for messages — polling for `budget`, then, if
     /// `may_sleep`, sleeping until one comes or a locality wait ends, unless
     /// `step_aside` says a caller wants the loop — handles them, makes
     /// offers and sends what the turn queued.
     fn turn(&mut self, budget: Duration, may_sleep: bool, step_aside: &dyn Fn() -> bool) -> Turn {
-        let LoopCore { state, rx, incoming, stopped } = self;
+        let LoopCore { state, rx, incoming, stopped, .. } = self;
         // Tasks held back for locality must be offered again when their
-        // wait ends, even if nothing else happens by then.
-        let deadline = if state.ts.holds_tasks_for_locality() {
+        // wait ends, even if nothing else happens by then — at once if it
+        // ended while nobody looked.
+        let (deadline, due) = if state.ts.holds_tasks_for_locality() {
             let now = state.clock.now_millis();
-            state.ts.locality_deadline(now).map(|d| Duration::from_millis(d.saturating_sub(now)))
+            let due = state.ts.locality_expired(state.offered_at, now);
+            (state.ts.locality_deadline(now).map(|d| Duration::from_millis(d.saturating_sub(now))), due)
         } else {
-            None
+            (None, false)
         };
         let backend = &mut state.backend;
         let reads = backend.reads_connections();
+        let budget = if due { Duration::ZERO } else { budget };
         let spun = ember_common::spin::spin_for(budget, || {
             if step_aside() {
                 return Some(false);
@@ -410,10 +474,10 @@ impl LoopCore {
         match spun {
             Some(true) => {}
             Some(false) => return Turn::SteppedAside,
+            None if due => {}
             None if may_sleep => state.sleep(rx, deadline, incoming),
-            // A caller polling: offers wait for a locality wait to end.
-            None if deadline.is_none_or(|d| !d.is_zero()) => return Turn::Idle,
-            None => {}
+            // A caller polling: nothing to do until something comes.
+            None => return Turn::Idle,
         }
         // Per-task listener events only while someone listens; a listener
         // may have registered while the loop waited.
@@ -459,6 +523,9 @@ struct LoopState {
     /// Task results of the current turn, sent to their jobs' waiters
     /// together at its end (and before a waiter hears its job ended).
     results: Vec<(JobId, usize, Vec<u8>)>,
+    /// When offers were last made (clock ms): a locality wait that ends
+    /// after it has not been offered yet.
+    offered_at: u64,
 }
 
 impl LoopState {
@@ -674,6 +741,7 @@ impl LoopState {
 
     fn make_offers(&mut self) {
         let now = self.clock.now_millis();
+        self.offered_at = now;
         let (launches, events) = self.ts.resource_offers(now);
         self.events.extend(events);
         for l in launches {

@@ -257,6 +257,17 @@ impl TaskScheduler {
             .min()
     }
 
+    /// True if a set's locality wait ended after `since` and by `now`, and a
+    /// core is free to run its tasks elsewhere: offers made at `since` did
+    /// not see it, so new ones are due at once.
+    pub fn locality_expired(&self, since: u64, now: u64) -> bool {
+        self.total_free_cores() > 0
+            && self.sets.values().any(|t| {
+                let ends = t.local_since.saturating_add(self.locality_wait);
+                t.waits_for_locality() && since < ends && ends <= now
+            })
+    }
+
     /// Whether any set has pending tasks with preferences (a cheap test
     /// before reading the clock for [`Self::locality_deadline`]).
     pub fn holds_tasks_for_locality(&self) -> bool {

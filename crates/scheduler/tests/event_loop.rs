@@ -13,7 +13,7 @@ use ember_scheduler::{loop_channel, DriverHandle, ListenerBus, LoopMsg, LoopSend
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the fake executor does with a task.
 #[derive(Clone, Copy)]
@@ -24,6 +24,25 @@ enum Finish {
     After(Duration),
     /// Never reports.
     Never,
+    /// Panics in `launch`.
+    Panic,
+}
+
+/// Which thread launched a task.
+#[derive(Clone, Debug, PartialEq)]
+struct Launcher {
+    id: ThreadId,
+    name: Option<String>,
+}
+
+impl Launcher {
+    fn current() -> Self {
+        let t = std::thread::current();
+        Launcher { id: t.id(), name: t.name().map(str::to_string) }
+    }
+    fn is_loop_thread(&self) -> bool {
+        self.name.as_deref() == Some("ember-dag-scheduler")
+    }
 }
 
 /// A backend whose one executor answers every task with its partition
@@ -31,7 +50,7 @@ enum Finish {
 struct FakeBackend {
     tx: LoopSender,
     finish: Finish,
-    launched_on: Arc<Mutex<Vec<ThreadId>>>,
+    launched_on: Arc<Mutex<Vec<Launcher>>>,
 }
 
 fn finished(partition: usize) -> TaskState {
@@ -43,7 +62,7 @@ fn finished(partition: usize) -> TaskState {
 
 impl SchedulerBackend for FakeBackend {
     fn launch(&mut self, launch: Launch) {
-        self.launched_on.lock().push(std::thread::current().id());
+        self.launched_on.lock().push(Launcher::current());
         let (task_id, partition) = (launch.task.task_id, launch.task.partition);
         let update = LoopMsg::StatusUpdate { task_id, state: finished(partition) };
         match self.finish {
@@ -58,6 +77,7 @@ impl SchedulerBackend for FakeBackend {
                 });
             }
             Finish::Never => {}
+            Finish::Panic => panic!("the fake backend cannot launch"),
         }
     }
     fn kill(&mut self, _executor: &ExecutorId, _task_id: TaskId, _reason: &str) {}
@@ -67,7 +87,7 @@ impl SchedulerBackend for FakeBackend {
 
 /// A driver whose loop polls for `spin_wait` before it sleeps, with one
 /// four-core fake executor.
-fn driver(finish: Finish, spin_wait: Duration) -> (Arc<DriverHandle>, Arc<Mutex<Vec<ThreadId>>>) {
+fn driver(finish: Finish, spin_wait: Duration) -> (Arc<DriverHandle>, Arc<Mutex<Vec<Launcher>>>) {
     let (tx, rx) = loop_channel().unwrap();
     let launched_on = Arc::new(Mutex::new(Vec::new()));
     let backend = FakeBackend { tx: tx.clone(), finish, launched_on: launched_on.clone() };
@@ -92,10 +112,17 @@ fn driver(finish: Finish, spin_wait: Duration) -> (Arc<DriverHandle>, Arc<Mutex<
 
 /// Runs a two-partition job and returns its results, in partition order.
 fn run_job(driver: &DriverHandle, rdd_id: u64, lead_for: Duration) -> Result<Vec<u64>, String> {
-    let rdd: Arc<dyn RddBase> = Arc::new(ParallelCollectionRdd::new(RddId(rdd_id), vec![1u32, 2, 3, 4], 2));
+    run_wide_job(driver, rdd_id, 2, lead_for)
+}
+
+/// Runs a job of `partitions` tasks and returns its results, in partition
+/// order. Its data is empty, so the job is quick to encode however wide.
+fn run_wide_job(driver: &DriverHandle, rdd_id: u64, partitions: usize, lead_for: Duration) -> Result<Vec<u64>, String> {
+    let rdd: Arc<dyn RddBase> = Arc::new(ParallelCollectionRdd::new(RddId(rdd_id), Vec::<u32>::new(), partitions));
     let sink = Arc::new(RddNode(rdd.clone()));
-    let (_, mut waiter) = driver.submit_job(rdd, sink, vec![0, 1], None, lead_for).map_err(|e| e.to_string())?;
-    let mut results = vec![None, None];
+    let all = (0..partitions).collect();
+    let (_, mut waiter) = driver.submit_job(rdd, sink, all, None, lead_for).map_err(|e| e.to_string())?;
+    let mut results = vec![None; partitions];
     loop {
         match waiter.recv().map_err(|e| e.to_string())? {
             JobMsg::TaskResults(batch) => {
@@ -130,9 +157,9 @@ fn a_waiting_caller_runs_the_loop_itself() {
         let me = std::thread::current().id();
         let launches = launched_on.lock().clone();
         assert_eq!(launches.len(), 40);
-        // The loop thread steps aside once a caller waits; it may take at
-        // most a job's launch before it notices.
-        let mine = launches.iter().filter(|t| **t == me).count();
+        // The loop thread steps aside once a caller waits; it may take the
+        // odd job before it notices.
+        let mine = launches.iter().filter(|t| t.id == me).count();
         assert!(mine >= 30, "only {mine} of 40 tasks were launched by the waiting caller");
         driver.stop();
     });
@@ -146,7 +173,7 @@ fn a_caller_that_does_not_lead_leaves_the_loop_to_its_thread() {
             assert_eq!(run_job(&driver, job, Duration::ZERO).unwrap(), vec![0, 1]);
         }
         let me = std::thread::current().id();
-        assert!(launched_on.lock().iter().all(|t| *t != me));
+        assert!(launched_on.lock().iter().all(|t| t.id != me && t.is_loop_thread()));
         driver.stop();
     });
 }
@@ -162,6 +189,45 @@ fn a_caller_that_stops_leading_leaves_the_loop_running() {
         }
         driver.stop();
     });
+}
+
+#[test]
+fn a_caller_leads_only_for_its_budget_even_while_results_stream_in() {
+    within_a_minute(|| {
+        // 40,000 tasks that end as soon as they are launched: the caller
+        // hears of results all the time, but after its 5 ms the loop thread
+        // does the launching.
+        let (driver, launched_on) = driver(Finish::AtOnce, Duration::from_millis(1));
+        // Tiny jobs first, so that the loop thread has stepped aside.
+        for job in 1..=3 {
+            assert_eq!(run_job(&driver, job, Duration::from_millis(5)).unwrap(), vec![0, 1]);
+        }
+        launched_on.lock().clear();
+        let n = 40_000;
+        let results = run_wide_job(&driver, 0, n, Duration::from_millis(5)).unwrap();
+        assert_eq!(results, (0..n as u64).collect::<Vec<_>>());
+        let launches = launched_on.lock().clone();
+        assert_eq!(launches.len(), n);
+        let by_loop_thread = launches.iter().filter(|t| t.is_loop_thread()).count();
+        assert!(by_loop_thread > n / 2, "the loop thread launched only {by_loop_thread} of {n} tasks");
+        driver.stop();
+    });
+}
+
+#[test]
+fn a_panic_in_a_turn_fails_the_jobs_instead_of_hanging_them() {
+    for lead_for in [Duration::from_secs(30), Duration::ZERO] {
+        within_a_minute(move || {
+            let (driver, _) = driver(Finish::Panic, Duration::from_millis(1));
+            let err = run_job(&driver, 0, lead_for).unwrap_err();
+            assert!(err.contains("panic"), "{err}");
+            // The loop is gone: later jobs fail at once rather than wait.
+            let started = Instant::now();
+            assert!(run_job(&driver, 1, Duration::from_secs(30)).is_err());
+            assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+            driver.stop();
+        });
+    }
 }
 
 #[test]
@@ -197,8 +263,15 @@ fn stopping_while_a_caller_runs_the_loop_fails_its_job() {
                 driver.stop();
             })
         };
+        let started = Instant::now();
         let err = run_job(&driver, 0, Duration::from_secs(30)).unwrap_err();
         assert!(err.contains("stopped"), "{err}");
+        // Well within the caller's 30 s of leading.
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
         stopper.join().unwrap();
+        // And a job after the stop fails at once.
+        let started = Instant::now();
+        assert!(run_job(&driver, 1, Duration::from_secs(30)).is_err());
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     });
 }

@@ -599,6 +599,13 @@ fn a_task_waits_for_its_executor_until_the_locality_wait_ends() {
     let (l, _) = ts.resource_offers(100);
     assert_eq!(placed(&l), vec![("b".into(), 0)], "a is free but not preferred");
     assert_eq!(ts.locality_deadline(100), Some(3100), "a free core and a task held back");
+    // Nobody made offers when the wait ended: offers are due from then on,
+    // until some are made after it.
+    assert!(!ts.locality_expired(100, 3099));
+    assert!(ts.locality_expired(100, 3100));
+    assert!(ts.locality_expired(100, 5000));
+    assert!(!ts.locality_expired(3100, 5000), "offers at 3100 saw it");
+    assert_eq!(ts.locality_deadline(5000), None, "a past deadline is no deadline");
     assert!(ts.resource_offers(3099).0.is_empty());
     assert_eq!(placed(&ts.resource_offers(3100).0), vec![("a".into(), 1)], "after the wait, anywhere");
     assert_eq!(ts.locality_deadline(3100), None, "nothing held back");
