@@ -84,3 +84,15 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 }
+
+/// The message of a caught panic's payload (`panic!` with a literal gives
+/// a `&str`, with formatting a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}

@@ -12,5 +12,5 @@ pub mod spin;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use conf::{Conf, ConfEntry, KNOWN_KEYS};
-pub use error::{Error, Result, TaskFailure};
+pub use error::{panic_message, Error, Result, TaskFailure};
 pub use ids::{ExecutorId, JobId, RddId, ShuffleId, StageId, TaskId};

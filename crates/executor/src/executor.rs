@@ -185,16 +185,6 @@ impl Drop for Executor {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
-
 impl Inner {
     fn decode(&self, hash: &[u8; 32]) -> std::result::Result<Arc<DecodedStage>, String> {
         let entry = self
@@ -275,9 +265,10 @@ impl Inner {
         metrics.decode_time_ms = decode_time_ms;
         metrics.run_time_ms = run_start.elapsed().as_millis() as u64;
         let state = match outcome {
-            Err(panic) => {
-                TaskState::Failed { failure: TaskFailure::Panic { message: panic_message(&*panic) }, metrics }
-            }
+            Err(panic) => TaskState::Failed {
+                failure: TaskFailure::Panic { message: ember_common::panic_message(&*panic) },
+                metrics,
+            },
             Ok(result) => match (ctx.take_failure(), result) {
                 (Some(failure), _) => TaskState::Failed { failure, metrics },
                 (None, Err(e)) => TaskState::Failed { failure: TaskFailure::Error { message: e.to_string() }, metrics },

@@ -312,11 +312,6 @@ impl JobWaiter<'_> {
                 match guard.as_mut().filter(|c| !c.stopped) {
                     Some(core) => {
                         core.guarded_turn(Duration::ZERO, false, &|| false);
-                        // Forgotten lineage is dropped on the loop thread's stack.
-                        let released = core.state.dag.take_released();
-                        if !released.is_empty() {
-                            core.graveyard.push(released);
-                        }
                     }
                     None => break Leave::ForGood,
                 }
@@ -364,7 +359,6 @@ fn loop_thread(shared: &LoopShared) {
         };
         let Some(core) = guard.as_mut() else { return };
         let spin_wait = core.state.spin_wait;
-        let graveyard = std::mem::take(&mut core.graveyard);
         loop {
             if core.stopped {
                 let state = guard.take();
@@ -373,13 +367,12 @@ fn loop_thread(shared: &LoopShared) {
                 return;
             }
             let turn = core.guarded_turn(spin_wait, true, &|| shared.leaders.load(Ordering::Relaxed) > 0);
-            drop(core.state.dag.take_released());
+            // Dropped here, on this thread, between turns.
+            drop(std::mem::take(&mut core.graveyard));
             if turn == Turn::SteppedAside || shared.leaders.load(Ordering::Relaxed) > 0 {
                 break;
             }
         }
-        drop(guard);
-        drop(graveyard);
     }
 }
 
@@ -392,15 +385,13 @@ fn bury(shared: &LoopShared) {
     drop(graveyard);
 }
 
-/// How a turn of the loop went.
+/// How a turn of the loop ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Turn {
-    /// Messages were handled.
-    Worked,
-    /// Nothing came (a due locality wait may have been served).
-    Idle,
-    /// Nothing came, and the turn ended early because a caller wants to
-    /// run the loop.
+    /// It handled what came (or found nothing to do).
+    Done,
+    /// Nothing came, and it ended early because a caller wants to run the
+    /// loop.
     SteppedAside,
 }
 
@@ -414,7 +405,7 @@ struct LoopCore {
     /// The loop has handled `Stop` (or a turn panicked); nobody may run it
     /// any more.
     stopped: bool,
-    /// Stages that leaders' turns forgot, for the loop thread to drop.
+    /// Stages forgotten in turns, for the loop thread to drop on its stack.
     graveyard: Vec<crate::dag::Released>,
 }
 
@@ -423,14 +414,16 @@ impl LoopCore {
     /// RDD's encoding) fails every job and stops the loop rather than leave
     /// their waiters waiting.
     fn guarded_turn(&mut self, budget: Duration, may_sleep: bool, step_aside: &dyn Fn() -> bool) -> Turn {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn(budget, may_sleep, step_aside))) {
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn(budget, may_sleep, step_aside)));
+        // Forgotten lineage waits for the loop thread, whose stack is large.
+        let released = self.state.dag.take_released();
+        if !released.is_empty() {
+            self.graveyard.push(released);
+        }
+        match turn {
             Ok(turn) => turn,
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
+                let message = ember_common::panic_message(&*panic);
                 self.stopped = true;
                 self.incoming.clear();
                 let state = &mut self.state;
@@ -440,7 +433,7 @@ impl LoopCore {
                         "the scheduler stopped after a panic: {message}"
                     )))));
                 }
-                Turn::Worked
+                Turn::Done
             }
         }
     }
@@ -477,7 +470,7 @@ impl LoopCore {
             None if due => {}
             None if may_sleep => state.sleep(rx, deadline, incoming),
             // A caller polling: nothing to do until something comes.
-            None => return Turn::Idle,
+            None => return Turn::Done,
         }
         // Per-task listener events only while someone listens; a listener
         // may have registered while the loop waited.
@@ -486,7 +479,7 @@ impl LoopCore {
             // The locality wait ended (or nothing came after all).
             state.make_offers();
             state.end_turn();
-            return Turn::Idle;
+            return Turn::Done;
         }
         // Handle it, and whatever else is queued, before making offers.
         loop {
@@ -494,7 +487,7 @@ impl LoopCore {
                 if !state.handle(msg) {
                     state.shutdown();
                     *stopped = true;
-                    return Turn::Worked;
+                    return Turn::Done;
                 }
             }
             take_incoming(rx, &mut *state.backend, reads, incoming);
@@ -504,7 +497,7 @@ impl LoopCore {
         }
         state.make_offers();
         state.end_turn();
-        Turn::Worked
+        Turn::Done
     }
 }
 
