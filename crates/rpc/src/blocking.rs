@@ -22,7 +22,7 @@
 //! is pending, or every [`SOCKET_LOOK_EVERY`]th poll — so an idle reader
 //! polls memory, not the kernel, and still sees the peer's end.
 
-use crate::frame::{open_frame_with, ConnReader, ConnWriter, HmacSha256, RpcError, WriteHalf, WriteOnly, TAG};
+use crate::frame::{ConnReader, ConnWriter, FrameKey, RpcError, WriteHalf, WriteOnly, TAG};
 use crate::ring::{RingFile, RingReader, Side};
 use crate::stream::StdStream;
 use serde::de::DeserializeOwned;
@@ -51,7 +51,7 @@ pub struct BlockingReader {
     msg: usize,
     msg_end: usize,
     max_frame: usize,
-    mac: HmacSha256,
+    key: FrameKey,
     direction: u8,
     seq: u64,
     ring: Option<RingInput>,
@@ -89,14 +89,14 @@ pub fn detach_with_ring(
     writer: ConnWriter,
     ring: Option<(Arc<RingFile>, Side)>,
 ) -> Result<(BlockingReader, ConnWriter), RpcError> {
-    let ConnReader { inner, mac, direction, seq, pending, .. } = reader;
+    let ConnReader { inner, key, direction, seq, pending, .. } = reader;
     // Bytes the codec has read past the frames it returned stay ahead of
     // anything still in the socket.
     let mut unread = pending.to_vec();
     let framed_from = unread.len();
     unread.extend_from_slice(inner.read_buffer());
     let read_half = inner.into_inner();
-    let ConnWriter { inner: write_half, mac: wmac, direction: wdir, seq: wseq, max_frame, out, open, .. } = writer;
+    let ConnWriter { inner: write_half, key: wkey, direction: wdir, seq: wseq, max_frame, out, open, .. } = writer;
     let write_half = match Arc::try_unwrap(write_half) {
         Ok(WriteHalf::Tokio(h)) => h,
         _ => return Err(RpcError::Malformed("the connection is already shared or detached".into())),
@@ -115,7 +115,7 @@ pub fn detach_with_ring(
         msg: 0,
         msg_end: framed_from,
         max_frame,
-        mac,
+        key,
         direction,
         seq,
         ring: ring.as_ref().map(|(file, side)| RingInput {
@@ -130,7 +130,7 @@ pub fn detach_with_ring(
     };
     let writer = ConnWriter {
         inner: Arc::new(WriteHalf::WriteOnly(WriteOnly(for_writes))),
-        mac: wmac,
+        key: wkey,
         direction: wdir,
         seq: wseq,
         max_frame,
@@ -215,7 +215,7 @@ impl BlockingReader {
             if let Some(len) = socket_frame {
                 let body = self.start + 4..self.start + 4 + len;
                 self.start = body.end;
-                open_frame_with(&self.mac, self.direction, self.seq, &self.buf[body.clone()])?;
+                self.key.open(self.direction, self.seq, &mut self.buf[body.clone()])?;
                 self.seq += 1;
                 (self.msg, self.msg_end) = (body.start + TAG, body.end);
                 if len > TAG {
@@ -267,7 +267,7 @@ impl BlockingReader {
         if u32::from_be_bytes(input.frame[..4].try_into().expect("4 bytes")) as usize != len - 4 {
             return Err(RpcError::Malformed("a ring frame's length prefix disagrees with its entry".into()));
         }
-        open_frame_with(&self.mac, self.direction, self.seq, &input.frame[4..])?;
+        self.key.open(self.direction, self.seq, &mut input.frame[4..])?;
         self.seq += 1;
         input.current = true;
         (self.msg, self.msg_end) = (4 + TAG, len);
@@ -432,13 +432,18 @@ mod tests {
             }
             r
         });
-        for i in 0..500u32 {
-            sw.push(&(i, vec![i as u8; size(i)])).unwrap();
-            if i % 7 == 0 {
-                sw.write_out().await.unwrap();
+        // A reader that fails stops reading, and the writes would then wait
+        // for room forever: fail instead.
+        let writing = async {
+            for i in 0..500u32 {
+                sw.push(&(i, vec![i as u8; size(i)])).unwrap();
+                if i % 7 == 0 {
+                    sw.write_out().await.unwrap();
+                }
             }
-        }
-        sw.send(&(u32::MAX, Vec::<u8>::new())).await.unwrap();
+            sw.send(&(u32::MAX, Vec::<u8>::new())).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(60), writing).await.expect("the reader stopped reading");
         let mut r = reader.await.unwrap();
         drop(sw);
         assert_eq!(recv::<(u32, Vec<u8>)>(&mut r).unwrap().0, u32::MAX);

@@ -3,9 +3,10 @@
 //! - [`stream`]: the sockets under connections — TCP, or a Unix domain
 //!   socket between processes of one host.
 //! - [`frame`]: long-lived connections carrying length-delimited frames,
-//!   each authenticated with HMAC-SHA256 under a per-connection session key
-//!   derived from the application secret during a mutual challenge-response
-//!   handshake; a size limit is checked before any frame is buffered.
+//!   each encrypted and authenticated with AES-256-GCM under a
+//!   per-connection session key derived from the application secret during
+//!   a mutual challenge-response handshake; a size limit is checked before
+//!   any frame is buffered.
 //! - [`messages`]: the versioned messages between driver and executors
 //!   (the seeds' `RegisterExecutor`, `LaunchTask`, `StatusUpdate`, ...) and
 //!   between block clients and block servers.

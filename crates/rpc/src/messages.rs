@@ -6,7 +6,7 @@ use ember_core::task::{TaskDescription, TaskState};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Executor → driver (`CoarseGrainedExecutorBackend` → `DriverEndpoint`).
 #[derive(Debug, Serialize, Deserialize)]
