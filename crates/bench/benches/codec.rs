@@ -1,12 +1,15 @@
 //! Task encode/decode: `encode_stage` / `decode_stage` (and the blob's byte
 //! form) of a realistic result stage — the reduce side of one pagerank
 //! iteration: cogroup of two shuffles, join expansion, `values`,
-//! `flat_map`, ending in a `count` result sink.
+//! `flat_map`, ending in a `count` result sink — and of the smallest
+//! stage there is, the tiny workload's `parallelize(1..=10, 2).count()`,
+//! whose encoding and decoding every tiny job pays.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ember::prelude::*;
 use ember_core::codec::{decode_stage, encode_stage, StageBlob};
 use ember_core::sinks::ResultSink;
+use ember_core::task::{StageAttempt, StagePayload};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -29,6 +32,14 @@ fn encode(rdd: &Rdd<(u64, f64)>) -> StageBlob {
     encode_stage(Arc::new(sink)).expect("encode")
 }
 
+/// The tiny workload's stage as the driver ships it: encoded and hashed.
+fn tiny_payload(rdd: &Rdd<i32>) -> StagePayload {
+    let sink = ResultSink::new(rdd.node(), (), |_: &(), _: &TaskContext, it: BoxIter<i32>| Ok(it.count() as u64));
+    let blob = encode_stage(Arc::new(sink)).expect("encode");
+    StagePayload::encode(&StageAttempt { blob, shuffle_inputs: Vec::new(), cached_blocks: Vec::new() })
+        .expect("payload")
+}
+
 fn bench_codec(c: &mut Criterion) {
     let sc =
         Context::builder().master("local[2]").set("ember.ui.showConsoleProgress", "false").build().expect("context");
@@ -43,6 +54,15 @@ fn bench_codec(c: &mut Criterion) {
         b.iter(|| {
             let blob = StageBlob::from_bytes(&bytes).expect("blob");
             black_box(decode_stage(&blob).is_ok())
+        })
+    });
+    let tiny = sc.parallelize((1..=10i32).collect::<Vec<_>>(), 2);
+    let payload = tiny_payload(&tiny);
+    g.bench_function("encode_stage_tiny_count", |b| b.iter(|| black_box(tiny_payload(&tiny))));
+    g.bench_function("decode_stage_tiny_count", |b| {
+        b.iter(|| {
+            let attempt = StagePayload::decode(&payload.bytes, &payload.hash).expect("payload");
+            black_box(decode_stage(&attempt.blob).is_ok())
         })
     });
     g.finish();

@@ -405,15 +405,25 @@ pub struct StagePayload {
     pub bytes: Vec<u8>,
 }
 
+/// A payload's content hash: SHA-256, not BLAKE3. Most payloads are a few
+/// hundred bytes, where BLAKE3 cannot use its parallelism and SHA-256 has
+/// the CPU's SHA instructions: 103 bytes (a tiny job's stage) hash in 75 ns
+/// against 185 ns, 1,000 bytes in 530 against 1,403 ns. Every stage pays it
+/// once in the driver and once per executor.
+fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 impl StagePayload {
     pub fn encode(attempt: &StageAttempt) -> Result<Self> {
         let bytes = postcard::to_allocvec(attempt).map_err(|e| Error::Codec(format!("encoding stage attempt: {e}")))?;
-        Ok(StagePayload { hash: *blake3::hash(&bytes).as_bytes(), bytes })
+        Ok(StagePayload { hash: content_hash(&bytes), bytes })
     }
 
     /// Decodes and verifies the hash the driver announced.
     pub fn decode(bytes: &[u8], expected_hash: &[u8; 32]) -> Result<StageAttempt> {
-        if blake3::hash(bytes).as_bytes() != expected_hash {
+        if &content_hash(bytes) != expected_hash {
             return Err(Error::Codec("stage payload does not match its hash".into()));
         }
         postcard::from_bytes(bytes).map_err(|e| Error::Codec(format!("malformed stage payload: {e}")))
