@@ -25,6 +25,18 @@ impl Measurement {
     }
 }
 
+/// A measured value as printed: three decimals from 1 up, four significant
+/// digits below. A tiny job takes a few microseconds, so at three decimals
+/// of a millisecond one unit of the last digit was 10–15% of the value and
+/// ratios between such values were too coarse to compare.
+pub fn fmt_value(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || v.abs() >= 1.0 {
+        return format!("{v:.3}");
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).max(3) as usize;
+    format!("{v:.decimals$}")
+}
+
 /// Milliseconds since `t0`.
 pub fn ms_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
@@ -68,7 +80,7 @@ impl Collector {
     pub fn record(&mut self, workload: &str, run: usize, ms: &[Measurement]) {
         self.runs += 1;
         for m in ms {
-            println!("RESULT {workload} {} run={run} value={:.3} {} {}", m.metric, m.value, m.unit, m.info);
+            println!("RESULT {workload} {} run={run} value={} {} {}", m.metric, fmt_value(m.value), m.unit, m.info);
             self.all_valid &= m.valid();
             let key = match self.per_metric.keys().find(|(_, name)| *name == m.metric) {
                 Some(k) => *k,
@@ -88,7 +100,13 @@ impl Collector {
             let min = values.iter().copied().fold(f64::INFINITY, f64::min);
             let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let med = median(values);
-            println!("SUMMARY {workload} {metric} n={} min={min:.3} median={med:.3} max={max:.3} {unit}", values.len());
+            println!(
+                "SUMMARY {workload} {metric} n={} min={} median={} max={} {unit}",
+                values.len(),
+                fmt_value(min),
+                fmt_value(med),
+                fmt_value(max)
+            );
             out.push((metric.to_string(), min, med, max, unit.to_string()));
         }
         out
@@ -142,6 +160,16 @@ pub fn load_average() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_values_keep_four_significant_digits() {
+        assert_eq!(fmt_value(4729.3941), "4729.394");
+        assert_eq!(fmt_value(1.0), "1.000");
+        assert_eq!(fmt_value(0.5), "0.5000");
+        assert_eq!(fmt_value(0.0072346), "0.007235");
+        assert_eq!(fmt_value(0.012), "0.01200");
+        assert_eq!(fmt_value(0.0), "0.000");
+    }
 
     #[test]
     fn peak_rss_of_a_pid_reads_the_same_field_as_self() {

@@ -9,7 +9,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_bench::gen;
-use ember_bench::harness::{load_average, peak_rss, peak_rss_of, reset_peak_rss, reset_peak_rss_of, Collector};
+use ember_bench::harness::{
+    fmt_value, load_average, peak_rss, peak_rss_of, reset_peak_rss, reset_peak_rss_of, Collector,
+};
 use ember_bench::workloads::{self, sched::Pool, Env, ALL, NATIVE_THREADS};
 
 /// The benchmark binary, like any user program, picks its allocator: mimalloc
@@ -165,7 +167,7 @@ fn run(names: &[String], env: &Env, master: &str, warmup: usize, runs: usize, en
         let outcome = (|| -> anyhow::Result<()> {
             for k in 1..=warmup {
                 for m in one(k)? {
-                    println!("WARMUP {name} {} run={k} value={:.3} {} {}", m.metric, m.value, m.unit, m.info);
+                    println!("WARMUP {name} {} run={k} value={} {} {}", m.metric, fmt_value(m.value), m.unit, m.info);
                 }
             }
             for k in 1..=runs {

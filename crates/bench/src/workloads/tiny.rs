@@ -7,7 +7,7 @@
 //! [`Pool`].
 
 use super::sched::{pool_count, Pool};
-use crate::harness::{median, Measurement};
+use crate::harness::{fmt_value, median, Measurement};
 use ember::Context;
 use std::time::Instant;
 
@@ -22,7 +22,12 @@ fn results(lat: &mut [f64], ok: bool) -> Vec<Measurement> {
             "tiny_job_median",
             med,
             "ms",
-            format!("min={:.3} p90={p90:.3} max={:.3} valid={ok}", lat[0], lat[lat.len() - 1]),
+            format!(
+                "min={} p90={} max={} valid={ok}",
+                fmt_value(lat[0]),
+                fmt_value(p90),
+                fmt_value(lat[lat.len() - 1])
+            ),
         ),
         Measurement::new("tiny_200_jobs_total", lat.iter().sum(), "ms", format!("valid={ok}")),
     ]
