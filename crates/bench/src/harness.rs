@@ -27,7 +27,7 @@ impl Measurement {
 
 /// A measured value as printed: three decimals from 1 up, four significant
 /// digits below. A tiny job takes a few microseconds, so at three decimals
-/// of a millisecond one unit of the last digit was 10–15% of the value and
+/// of a millisecond one unit of the last digit was 7–15% of the value and
 /// ratios between such values were too coarse to compare.
 pub fn fmt_value(v: f64) -> String {
     if v == 0.0 || !v.is_finite() || v.abs() >= 1.0 {
