@@ -1103,5 +1103,25 @@ mod tests {
             let _ = decode_stream(bytes.clone());
             let _ = decode_index(&bytes);
         }
+
+        /// The checksum stops damage, not a forger: arbitrary lz4 input
+        /// behind a correct crc reaches lz4_flex's unsafe (bounds-checked:
+        /// `checked-decode`) decoder, and must come out as an error or
+        /// exactly the announced bytes, never a panic or a read outside.
+        #[test]
+        fn forged_lz4_blocks_never_panic(
+            stored in proptest::collection::vec(any::<u8>(), 0..200),
+            ulen in 0u32..600,
+            seed in proptest::collection::vec(any::<u8>(), 1..300),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let _ = decode_all(frame(ulen, &stored, CODEC_LZ4));
+            // Real lz4 with one byte changed: mostly valid-looking streams.
+            let mut c = lz4_flex::block::compress(&seed);
+            let i = flip.index(c.len());
+            c[i] = c[i].wrapping_add(1);
+            let _ = decode_all(frame(seed.len() as u32, &c, CODEC_LZ4));
+            let _ = decode_stream(frame(seed.len() as u32, &c, CODEC_LZ4));
+        }
     }
 }
