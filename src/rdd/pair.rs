@@ -23,6 +23,45 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A join's pairs for one key, in Spark's order (for each left value, each
+/// right value). Each value is cloned only for the pairs before its last
+/// one, which takes it: the common one-to-one key costs no clone at all
+/// (pagerank's join pairs each page's whole link list with its rank).
+fn cross<V: Clone, W: Clone>(vs: Vec<V>, mut ws: Vec<W>) -> Vec<(V, W)> {
+    let mut out = Vec::with_capacity(vs.len() * ws.len());
+    if ws.is_empty() {
+        return out;
+    }
+    let last = vs.len().saturating_sub(1);
+    for (i, v) in vs.into_iter().enumerate() {
+        if i < last {
+            pair_with(&mut out, v, ws.iter().cloned());
+        } else {
+            pair_with(&mut out, v, std::mem::take(&mut ws).into_iter());
+        }
+    }
+    out
+}
+
+/// Pushes `(v, w)` for every `w`, moving `v` into the last pair.
+fn pair_with<V: Clone, W>(out: &mut Vec<(V, W)>, v: V, ws: impl ExactSizeIterator<Item = W>) {
+    let last = ws.len() - 1;
+    let mut v = Some(v);
+    for (j, w) in ws.enumerate() {
+        let v = if j < last { v.clone() } else { v.take() };
+        out.push((v.expect("taken only at the last pair"), w));
+    }
+}
+
+/// An outer join's side: its values, or one `None` when it has none.
+fn or_none<T>(xs: Vec<T>) -> Vec<Option<T>> {
+    if xs.is_empty() {
+        vec![None]
+    } else {
+        xs.into_iter().map(Some).collect()
+    }
+}
+
 impl<K: Key, V: Data> Rdd<(K, V)> {
     pub fn keys(&self) -> Rdd<K> {
         self.transform("keys", (), false, |_: &(), _: &TaskContext, it: BoxIter<(K, V)>| -> BoxIter<K> {
@@ -206,34 +245,22 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
 
     /// Inner join: every `(k, (v, w))`.
     pub fn join<W: Data>(&self, other: &Rdd<(K, W)>, partitions: usize) -> Rdd<(K, (V, W))> {
-        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| {
-            vs.into_iter().flat_map(move |v| ws.clone().into_iter().map(move |w| (v.clone(), w))).collect::<Vec<_>>()
-        })
+        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| cross(vs, ws))
     }
 
     /// Every left record, with each matching right value or `None`.
     pub fn left_outer_join<W: Data>(&self, other: &Rdd<(K, W)>, partitions: usize) -> Rdd<(K, (V, Option<W>))> {
-        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| {
-            let ws: Vec<Option<W>> = if ws.is_empty() { vec![None] } else { ws.into_iter().map(Some).collect() };
-            vs.into_iter().flat_map(move |v| ws.clone().into_iter().map(move |w| (v.clone(), w))).collect::<Vec<_>>()
-        })
+        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| cross(vs, or_none(ws)))
     }
 
     /// Every right record, with each matching left value or `None`.
     pub fn right_outer_join<W: Data>(&self, other: &Rdd<(K, W)>, partitions: usize) -> Rdd<(K, (Option<V>, W))> {
-        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| {
-            let vs: Vec<Option<V>> = if vs.is_empty() { vec![None] } else { vs.into_iter().map(Some).collect() };
-            ws.into_iter().flat_map(move |w| vs.clone().into_iter().map(move |v| (v, w.clone()))).collect::<Vec<_>>()
-        })
+        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| cross(or_none(vs), ws))
     }
 
     /// Records from either side, paired where keys match, `None` where they do not.
     pub fn full_outer_join<W: Data>(&self, other: &Rdd<(K, W)>, partitions: usize) -> Rdd<(K, (Option<V>, Option<W>))> {
-        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| {
-            let vs: Vec<Option<V>> = if vs.is_empty() { vec![None] } else { vs.into_iter().map(Some).collect() };
-            let ws: Vec<Option<W>> = if ws.is_empty() { vec![None] } else { ws.into_iter().map(Some).collect() };
-            vs.into_iter().flat_map(move |v| ws.clone().into_iter().map(move |w| (v.clone(), w))).collect::<Vec<_>>()
-        })
+        self.cogroup(other, partitions).flat_map_values(|(vs, ws): (Vec<V>, Vec<W>)| cross(or_none(vs), or_none(ws)))
     }
 
     /// Records whose key does not occur in `other`.
@@ -303,5 +330,52 @@ impl<K: Key + Ord, V: Data> Rdd<(K, V)> {
         let dep = self.plain_shuffle(&partitioner);
         let node = SortedShuffledRdd::<K, V>::new(self.ctx.new_rdd_id(), dep, partitioner.desc(), ascending);
         Ok(Rdd::from_node(&self.ctx, Arc::new(node)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cross, or_none};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+    /// A value that counts its clones.
+    #[derive(Debug, PartialEq)]
+    struct Counted(&'static str);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            CLONES.fetch_add(1, Ordering::Relaxed);
+            Counted(self.0)
+        }
+    }
+
+    fn cross_counting(vs: &[&'static str], ws: &[&'static str]) -> (Vec<(&'static str, &'static str)>, usize) {
+        let before = CLONES.load(Ordering::Relaxed);
+        let vs = vs.iter().map(|&s| Counted(s)).collect();
+        let ws = ws.iter().map(|&s| Counted(s)).collect();
+        let pairs = cross(vs, ws).into_iter().map(|(v, w)| (v.0, w.0)).collect();
+        (pairs, CLONES.load(Ordering::Relaxed) - before)
+    }
+
+    #[test]
+    fn pairs_come_in_sparks_order_with_each_last_use_moved() {
+        let (pairs, clones) = cross_counting(&["a", "b"], &["x", "y", "z"]);
+        assert_eq!(pairs, vec![("a", "x"), ("a", "y"), ("a", "z"), ("b", "x"), ("b", "y"), ("b", "z")]);
+        // Each value is cloned once per use but its last: a and b have 3
+        // uses each, x, y and z 2 each.
+        assert_eq!(clones, 2 * 2 + 3);
+        assert_eq!(cross_counting(&["a"], &["x"]), (vec![("a", "x")], 0));
+        assert_eq!(cross_counting(&["a", "b", "c"], &["x"]), (vec![("a", "x"), ("b", "x"), ("c", "x")], 2));
+        assert_eq!(cross_counting(&[], &["x"]).0, vec![]);
+        assert_eq!(cross_counting(&["a"], &[]).0, vec![]);
+    }
+
+    #[test]
+    fn an_empty_outer_side_pairs_with_none() {
+        assert_eq!(cross(vec![1, 2], or_none(Vec::<char>::new())), vec![(1, None), (2, None)]);
+        assert_eq!(cross(or_none(Vec::<u8>::new()), vec!['x']), vec![(None, 'x')]);
+        assert_eq!(cross(or_none(vec![1]), or_none(vec!['x', 'y'])), vec![(Some(1), Some('x')), (Some(1), Some('y'))]);
     }
 }
