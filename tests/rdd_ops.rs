@@ -234,6 +234,35 @@ fn sorting_is_total_and_ordered() {
     });
 }
 
+/// Byte-vector and string records (a terasort's shape) are sorted still
+/// encoded; keys sharing their first 8 bytes order by the rest, descending
+/// sorts too, and the values travel with their keys.
+#[test]
+fn byte_records_sort_by_whole_keys() {
+    each_master(|sc| {
+        let data: Vec<(Vec<u8>, Vec<u8>)> = (0..3000u32)
+            .map(|i| {
+                let mut k = b"prefix--".to_vec();
+                k.extend_from_slice(&((i * 7919) % 3000).to_be_bytes());
+                (k, i.to_le_bytes().to_vec())
+            })
+            .collect();
+        let mut want = data.clone();
+        want.sort();
+        let got = sc.parallelize(data.clone(), 4).sort_by_key(true, 3).unwrap().collect().unwrap();
+        assert_eq!(got, want);
+        want.reverse();
+        assert_eq!(sc.parallelize(data, 4).sort_by_key(false, 2).unwrap().collect().unwrap(), want);
+        let words = strs(&["pear", "fig", "apple", "é", "applesauce", "", "fig"]);
+        let pairs: Vec<(String, String)> = words.iter().map(|w| (w.clone(), w.to_uppercase())).collect();
+        let sorted_words: Vec<(String, String)> =
+            sc.parallelize(pairs, 3).sort_by_key(true, 2).unwrap().collect().unwrap();
+        let keys: Vec<&str> = sorted_words.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["", "apple", "applesauce", "fig", "fig", "pear", "é"]);
+        assert!(sorted_words.iter().all(|(k, v)| *v == k.to_uppercase()));
+    });
+}
+
 #[test]
 fn joins_match_spark() {
     each_master(|sc| {

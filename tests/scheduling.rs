@@ -215,6 +215,40 @@ fn a_corrupt_shuffle_file_is_detected_and_recomputed() {
     });
 }
 
+/// The same for a sort of byte-like records, which reads segments without
+/// decoding them first (`ember_shuffle::sort_segments_by_key`).
+#[test]
+fn a_corrupt_shuffle_file_under_a_byte_sort_is_detected_and_recomputed() {
+    each_master(|sc| {
+        let log = EventLog::attach(sc);
+        let data: Vec<(String, String)> =
+            (0..5000u32).map(|i| (format!("key-{:08}", (i * 7919) % 5000), format!("value {i}"))).collect();
+        let mut expected: Vec<String> = data.iter().map(|(k, _)| k.clone()).collect();
+        expected.sort();
+        let sorted_rdd = sc.parallelize(data, 4).sort_by_key(true, 3).unwrap();
+        assert_eq!(sorted_rdd.keys().collect().unwrap(), expected);
+        let mut files: Vec<_> =
+            walk(sc.local_dir()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "data")).collect();
+        files.sort();
+        assert!(!files.is_empty(), "no shuffle files under {}", sc.local_dir().display());
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 8] {
+            *b ^= 0xA5;
+        }
+        std::fs::write(&files[0], bytes).unwrap();
+        log.clear();
+        assert_eq!(sorted_rdd.keys().collect().unwrap(), expected, "the answer is right after recomputation");
+        let events = log.events(sc);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("fetch failed"))),
+            "the corruption was detected as a fetch failure"
+        );
+    });
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -232,6 +232,20 @@ impl BlockWriter {
         Ok(())
     }
 
+    /// Appends one record that is already encoded (by a reader that kept
+    /// records in their encoded form), flushing as [`Self::write_record`].
+    pub(crate) fn write_encoded<W: Write + ?Sized>(&mut self, record: &[u8], out: &mut W) -> Result<()> {
+        if self.buf.len() + record.len() > MAX_BLOCK_LEN {
+            self.flush_block(out)?;
+        }
+        self.buf.extend_from_slice(record);
+        self.records_written += 1;
+        if self.buf.len() >= self.block_size {
+            self.flush_block(out)?;
+        }
+        Ok(())
+    }
+
     /// Writes the buffered records (if any) as a block.
     fn flush_block<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<()> {
         if self.buf.is_empty() {
@@ -709,6 +723,39 @@ impl<K, V> SegmentReader<K, V> {
         self.end = self.block_start + h.uncompressed_len;
         self.next_frame += (FRAME_HEADER_LEN + h.stored_len) as u64;
         Ok(true)
+    }
+
+    /// The next block's records, still encoded, for readers that keep them
+    /// so; `None` at the end. Every block is checked as [`Iterator::next`]
+    /// checks it; the records inside are the caller's to check.
+    pub(crate) fn next_block(&mut self) -> Result<Option<&[u8]>> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.load_block() {
+            Ok(true) => {
+                let (start, end) = (self.pos, self.end);
+                self.pos = end;
+                let block: &[u8] = match (&self.src, self.in_src) {
+                    (Source::Bytes { data, .. }, true) => data,
+                    _ => &self.block,
+                };
+                Ok(Some(&block[start..end]))
+            }
+            Ok(false) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// A corruption error naming this reader's source and its current block.
+    pub(crate) fn block_error(&self, msg: impl std::fmt::Display) -> Error {
+        Ctx { label: &self.label, offset: self.block_offset }.corrupt(msg)
     }
 
     fn fail(&mut self, err: Error) -> Option<Result<(K, V)>> {

@@ -15,6 +15,7 @@
 //! * [`error`]: the crate's [`Error`] type.
 
 pub mod aggregator;
+mod byte_sort;
 pub mod error;
 pub mod format;
 pub mod input;
@@ -34,6 +35,8 @@ pub use format::{
 };
 pub use input::RecordInput;
 pub use memory::{MemoryPool, MemoryReservation};
-pub use reader::{combine_by_key, merge_combiners_by_key, sort_by_key, CombinedIter, SortedIter};
+pub use reader::{
+    combine_by_key, merge_combiners_by_key, sort_by_key, sort_segments_by_key, sorts_segments, CombinedIter, SortedIter,
+};
 pub use record::sort_prefix;
 pub use writer::{write_combined, write_plain, MapOutputInfo, WriteConfig};

@@ -24,7 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregator::{Aggregator, MergeCombiners};
-use crate::error::Result;
+use crate::byte_sort::{sorts_encoded, EncodedRun};
+use crate::error::{Error, Result};
 use crate::format::{BlockWriter, SegmentReader, MAX_BLOCK_LEN};
 use crate::input::RecordInput;
 use crate::memory::{ensure_reserved, MemoryReservation};
@@ -401,6 +402,8 @@ enum InOrder<K, V> {
     /// a few records ahead overlaps those misses with the consumer's work
     /// instead of stalling on each in turn.
     Indexed { recs: Vec<Option<(K, V)>>, order: Vec<(u64, usize)>, pos: usize },
+    /// Still encoded, decoded as handed out ([`crate::byte_sort`]).
+    Encoded(EncodedRun<K, V>),
 }
 
 impl<K: 'static, V: 'static> Iterator for InOrder<K, V> {
@@ -424,6 +427,7 @@ impl<K: 'static, V: 'static> Iterator for InOrder<K, V> {
                 *pos += 1;
                 recs[at].take()
             }
+            InOrder::Encoded(run) => run.next(),
         }
     }
 
@@ -431,6 +435,7 @@ impl<K: 'static, V: 'static> Iterator for InOrder<K, V> {
         let n = match self {
             InOrder::Moved(it) => it.len(),
             InOrder::Indexed { order, pos, .. } => order.len() - *pos,
+            InOrder::Encoded(run) => return run.size_hint(),
         };
         (n, Some(n))
     }
@@ -502,6 +507,22 @@ where
         }
     }
     let sorted = sort_buffer(buf, ascending);
+    finish_sort(sorted, runs, ascending, mem, bytes_spilled)
+}
+
+/// The iterator over a sort's in-memory remainder `sorted` and its spilled
+/// runs, merged when there are any.
+fn finish_sort<K, V>(
+    sorted: InOrder<K, V>,
+    runs: Vec<(SpillFile, u64)>,
+    ascending: bool,
+    mem: &mut MemoryReservation,
+    bytes_spilled: u64,
+) -> Result<SortedIter<K, V>>
+where
+    K: Ord + DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+{
     let spill_count = runs.len() as u32;
     if runs.is_empty() {
         return Ok(SortedIter {
@@ -532,4 +553,93 @@ where
         spill_count,
         bytes_spilled,
     })
+}
+
+/// Whether [`sort_segments_by_key`] takes records of these types: both key
+/// and value byte-like (`Vec<u8>` or `String`).
+pub fn sorts_segments<K: 'static, V: 'static>() -> bool {
+    sorts_encoded::<K, V>()
+}
+
+/// [`sort_by_key`] for records whose key and value are both byte-like,
+/// reading map-output segments (`(map index, segment bytes)`) directly and
+/// keeping records encoded until they are handed out ([`crate::byte_sort`]).
+/// A segment that fails validation is reported to `on_bad_segment` with its
+/// map index before the error is returned. Also returns the records read.
+/// Panics unless [`sorts_segments`] holds for `K` and `V`.
+pub fn sort_segments_by_key<K, V, S>(
+    segments: S,
+    on_bad_segment: &mut dyn FnMut(usize, &Error),
+    ascending: bool,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<(SortedIter<K, V>, u64)>
+where
+    K: Ord + DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+    S: Iterator<Item = (usize, Vec<u8>)>,
+{
+    assert!(sorts_encoded::<K, V>(), "sort_segments_by_key needs byte-like keys and values");
+    let res = sort_segments_inner(segments, on_bad_segment, ascending, mem, spill_dir, cfg);
+    if res.is_err() {
+        mem.free();
+    }
+    res
+}
+
+fn sort_segments_inner<K, V, S>(
+    segments: S,
+    on_bad_segment: &mut dyn FnMut(usize, &Error),
+    ascending: bool,
+    mem: &mut MemoryReservation,
+    spill_dir: &Path,
+    cfg: &WriteConfig,
+) -> Result<(SortedIter<K, V>, u64)>
+where
+    K: Ord + DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+    S: Iterator<Item = (usize, Vec<u8>)>,
+{
+    let mut run = EncodedRun::<K, V>::new();
+    let mut runs: Vec<(SpillFile, u64)> = Vec::new();
+    let (mut bytes_spilled, mut records) = (0u64, 0u64);
+    {
+        let env = env(cfg, mem, spill_dir);
+        for (map_index, bytes) in segments {
+            let mut seg = SegmentReader::<K, V>::new(bytes).with_label(format!("segment of map output {map_index}"));
+            loop {
+                let block = match seg.next_block() {
+                    Ok(Some(block)) => block,
+                    Ok(None) => break,
+                    Err(e) => {
+                        on_bad_segment(map_index, &e);
+                        return Err(e);
+                    }
+                };
+                let before = run.len();
+                if let Err(msg) = run.push_block(block) {
+                    let e = seg.block_error(msg);
+                    on_bad_segment(map_index, &e);
+                    return Err(e);
+                }
+                records += (run.len() - before) as u64;
+                if !ensure_reserved(env.mem, run.memory(), env.chunk) {
+                    run.sort(ascending);
+                    let (file, f) = SpillFile::create(env.dir)?;
+                    let mut w = BufWriter::with_capacity(IO_BUFFER, f);
+                    let mut bw = BlockWriter::new(env.block_size, env.compress);
+                    let n = run.write_to(&mut bw, &mut w)?;
+                    finish_writer(w, file.path())?;
+                    tracing::debug!(path = %file.path().display(), records = n, bytes = bw.bytes_written(), "spilled sorted run");
+                    bytes_spilled += bw.bytes_written();
+                    runs.push((file, n));
+                    env.mem.free();
+                }
+            }
+        }
+    }
+    run.sort(ascending);
+    let sorted = finish_sort(InOrder::Encoded(run), runs, ascending, mem, bytes_spilled)?;
+    Ok((sorted, records))
 }

@@ -103,6 +103,39 @@ pub(crate) fn take_field<T: DeserializeOwned + 'static>(s: &[u8]) -> postcard::R
     postcard::take_from_bytes(s)
 }
 
+/// The bytes of a byte-like field at the front of `s` (a LEB128 length,
+/// then the bytes), without copying them; and the rest of `s`.
+#[inline]
+pub(crate) fn take_bytes(s: &[u8]) -> postcard::Result<(&[u8], &[u8])> {
+    let (len, rest) = take_varint(s, MAX_VARINT_LEN)?;
+    let len = usize::try_from(len).map_err(|_| postcard::Error::DeserializeBadVarint)?;
+    if rest.len() < len {
+        return Err(postcard::Error::DeserializeUnexpectedEnd);
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A byte-like `T` (`Vec<u8>` or `String`) made from `bytes`; `None` when
+/// `T` is neither, or a `String` and `bytes` are not UTF-8.
+#[inline]
+pub(crate) fn byte_like_from<T: 'static>(bytes: &[u8]) -> Option<T> {
+    if same::<T, String>() {
+        let s = std::str::from_utf8(bytes).ok()?;
+        cast::<T, String>(s.to_owned())
+    } else {
+        cast::<T, Vec<u8>>(bytes.to_vec())
+    }
+}
+
+/// [`sort_prefix`] of a byte-like key's bytes.
+#[inline]
+pub(crate) fn bytes_prefix(bytes: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = bytes.len().min(8);
+    p[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(p)
+}
+
 /// Whether `T` and `U` are one type (a constant after monomorphization).
 #[inline(always)]
 fn same<T: 'static, U: 'static>() -> bool {
@@ -191,11 +224,7 @@ pub(crate) fn is_byte_like<T: 'static>() -> bool {
 /// prefixes fall back to the full comparison. `None` for every other key type.
 #[inline]
 pub fn sort_prefix<K: 'static>(k: &K) -> Option<u64> {
-    let bytes = byte_like(k)?;
-    let mut p = [0u8; 8];
-    let n = bytes.len().min(8);
-    p[..n].copy_from_slice(&bytes[..n]);
-    Some(u64::from_be_bytes(p))
+    byte_like(k).map(bytes_prefix)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use ember_shuffle::format::trailer_len;
 use ember_shuffle::{
-    combine_by_key, key_hash, merge_combiners_by_key, read_index, read_segment, sort_by_key, write_combined,
-    write_plain, Aggregator, Error, FnAggregator, MemoryPool, SegmentReader, WriteConfig,
+    combine_by_key, key_hash, merge_combiners_by_key, read_index, read_segment, sort_by_key, sort_segments_by_key,
+    write_combined, write_plain, Aggregator, Error, FnAggregator, MemoryPool, SegmentReader, WriteConfig,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -397,6 +397,125 @@ proptest! {
         prop_assert_eq!(pool.used(), 0);
         prop_assert!(spill_dir_is_empty(&cfg));
     }
+}
+
+/// Map outputs of `records` split over `maps` map tasks (one reduce
+/// partition each), as `(map index, segment bytes)`, written with room to spare.
+fn map_segments<K, V>(dir: &Path, records: &[(K, V)], maps: usize) -> Vec<(usize, Vec<u8>)>
+where
+    K: Clone + Serialize + 'static,
+    V: Clone + Serialize + 'static,
+{
+    let pool = MemoryPool::new(1 << 30);
+    let cfg = WriteConfig::new(dir.join("map-spill"));
+    let chunk = records.len().div_ceil(maps).max(1);
+    records
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| {
+            let data = dir.join(format!("map-{i}.data"));
+            let mut mem = pool.reservation();
+            write_plain(c.iter().cloned().map(Ok::<_, Infallible>), 1, |_: &K| 0, &mut mem, &cfg, &data).unwrap();
+            (i, read_segment(&data, 0).unwrap())
+        })
+        .collect()
+}
+
+/// Sorts segments with [`sort_segments_by_key`] and checks the result
+/// against `records` sorted: keys in order, the same records, no memory or
+/// spill files left behind.
+fn check_segment_sort<K, V>(records: Vec<(K, V)>, maps: usize, ascending: bool, tiny: bool) -> Result<(), TestCaseError>
+where
+    K: Clone + Ord + Serialize + DeserializeOwned + std::fmt::Debug + 'static,
+    V: Clone + Ord + Serialize + DeserializeOwned + std::fmt::Debug + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let segments = map_segments(dir.path(), &records, maps);
+    let (pool, cfg) = setup(tiny, dir.path());
+    let mut mem = pool.reservation();
+    let mut bad = Vec::new();
+    let (iter, n) = sort_segments_by_key::<K, V, _>(
+        segments.into_iter(),
+        &mut |i, _| bad.push(i),
+        ascending,
+        &mut mem,
+        &cfg.spill_dir,
+        &cfg,
+    )
+    .unwrap();
+    prop_assert_eq!(n, records.len() as u64);
+    prop_assert!(bad.is_empty());
+    if tiny && records.len() >= 300 {
+        prop_assert!(iter.spill_count() > 0);
+    }
+    let got: Vec<(K, V)> = iter.map(|r| r.unwrap()).collect();
+    let mut want = records;
+    want.sort_by(|a, b| if ascending { a.0.cmp(&b.0) } else { b.0.cmp(&a.0) });
+    let keys = |v: &[(K, V)]| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    prop_assert_eq!(keys(&got), keys(&want));
+    let mut a = got;
+    a.sort();
+    want.sort();
+    prop_assert_eq!(a, want);
+    drop(mem);
+    prop_assert_eq!(pool.used(), 0);
+    prop_assert!(spill_dir_is_empty(&cfg));
+    Ok(())
+}
+
+proptest! {
+    /// The encoded sort of byte keys and values (a terasort's records):
+    /// keys share long prefixes so ties past the 8-byte prefix are common.
+    #[test]
+    fn reduce_sort_segments_by_byte_keys(
+        records in proptest::collection::vec(
+            (proptest::collection::vec(0u8..3, 0..12), proptest::collection::vec(any::<u8>(), 0..20)),
+            0..1500,
+        ),
+        maps in 1usize..4,
+        ascending in any::<bool>(),
+        tiny in any::<bool>(),
+    ) {
+        check_segment_sort(records, maps, ascending, tiny)?;
+    }
+
+    #[test]
+    fn reduce_sort_segments_by_string_keys(
+        records in proptest::collection::vec(("[a-cé]{0,10}", "[a-z]{0,5}"), 0..1500),
+        maps in 1usize..4,
+        ascending in any::<bool>(),
+        tiny in any::<bool>(),
+    ) {
+        check_segment_sort(records, maps, ascending, tiny)?;
+    }
+}
+
+#[test]
+fn a_damaged_segment_is_reported_with_its_map_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..3000u32).map(|i| (i.to_be_bytes().to_vec(), vec![7; 30])).collect();
+    let mut segments = map_segments(dir.path(), &records, 3);
+    let seg = &mut segments[1].1;
+    let mid = seg.len() / 2;
+    seg[mid] ^= 0x5a;
+    let (pool, cfg) = setup(false, dir.path());
+    let mut mem = pool.reservation();
+    let mut bad = Vec::new();
+    let err = sort_segments_by_key::<Vec<u8>, Vec<u8>, _>(
+        segments.into_iter(),
+        &mut |i, _| bad.push(i),
+        true,
+        &mut mem,
+        &cfg.spill_dir,
+        &cfg,
+    )
+    .err()
+    .expect("a damaged segment");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("map output 1"), "{err}");
+    assert_eq!(bad, vec![1]);
+    drop(mem);
+    assert_eq!(pool.used(), 0);
 }
 
 /// A key whose hash collides a lot, to exercise the merge's equal-hash groups.

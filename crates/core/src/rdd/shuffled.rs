@@ -3,7 +3,10 @@
 //! sorts them by key (`sort_by_key`); [`AggregatedShuffledRdd`] combines
 //! values per key (`reduce_by_key` and friends), spilling under memory
 //! pressure. All three read through [`read_shuffle`], which turns a failed
-//! or corrupt block into a structured `FetchFailed`.
+//! or corrupt block into a structured `FetchFailed` — except a sort of
+//! byte-like keys and values, which takes the segments themselves and keeps
+//! records encoded until it hands them out (`ember_shuffle::sort_segments_by_key`),
+//! with the same `FetchFailed` for a bad segment.
 
 use super::{any_rdd, boxed, BoxIter, Data, Dependency, Key, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
@@ -25,6 +28,29 @@ where
     K: DeserializeOwned + 'static,
     V: DeserializeOwned + 'static,
 {
+    let sid = shuffle_id.0;
+    let ctx_rec = ctx.clone();
+    let blocks = shuffle_segments(ctx, shuffle_id, reduce_id)?.map(move |(map_index, bytes)| {
+        let ctx_rec = ctx_rec.clone();
+        SegmentReader::<K, V>::new(bytes).map_while(move |r| match r {
+            Ok(kv) => Some(kv),
+            Err(e) => {
+                ctx_rec.fail(fetch_failed(sid, map_index, reduce_id, &e));
+                None
+            }
+        })
+    });
+    Ok(boxed(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+}
+
+/// The segments of reduce partition `reduce_id`, `(map index, bytes)` in map
+/// order, remote ones fetched ahead ([`Prefetch`]); counted as bytes read.
+/// A failed fetch fails the task and ends the stream.
+fn shuffle_segments(
+    ctx: &TaskContext,
+    shuffle_id: ShuffleId,
+    reduce_id: usize,
+) -> Result<impl Iterator<Item = (usize, Vec<u8>)>> {
     let input = ctx.shuffle_input(shuffle_id.0)?;
     let maps: Vec<(usize, crate::task::MapStatus)> = input
         .maps
@@ -33,33 +59,21 @@ where
         .filter(|(_, m)| m.partition_lengths.get(reduce_id).copied().unwrap_or(0) > 0)
         .map(|(i, m)| (i, m.clone()))
         .collect();
-    let sid = shuffle_id.0;
     let segments = Prefetch {
         ctx: ctx.clone(),
-        shuffle_id: sid,
+        shuffle_id: shuffle_id.0,
         reduce_id,
         rest: maps.into_iter(),
         pending: VecDeque::new(),
         in_flight: 0,
     };
-    let ctx_fetch = ctx.clone();
-    let blocks = segments.map(move |(map_index, bytes)| {
-        TaskMetrics::add(&ctx_fetch.metrics().shuffle_bytes_read, bytes.len() as u64);
-        let ctx_rec = ctx_fetch.clone();
-        SegmentReader::<K, V>::new(bytes).map_while(move |r| match r {
-            Ok(kv) => Some(kv),
-            Err(e) => {
-                ctx_rec.fail(TaskFailure::FetchFailed {
-                    shuffle_id: sid,
-                    map_index,
-                    reduce_id,
-                    message: e.to_string(),
-                });
-                None
-            }
-        })
-    });
-    Ok(boxed(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+    let ctx = ctx.clone();
+    Ok(segments.inspect(move |(_, bytes)| TaskMetrics::add(&ctx.metrics().shuffle_bytes_read, bytes.len() as u64)))
+}
+
+/// A corrupt or undecodable segment: the map output must be recomputed.
+fn fetch_failed(shuffle_id: u64, map_index: usize, reduce_id: usize, e: &ember_shuffle::Error) -> TaskFailure {
+    TaskFailure::FetchFailed { shuffle_id, map_index, reduce_id, message: e.to_string() }
 }
 
 /// Bytes of remote segments a reduce task keeps requested ahead of the one it
@@ -250,6 +264,36 @@ impl<K: Key + Ord, V: Data> SortedShuffledRdd<K, V> {
     }
 }
 
+impl<K: Key + Ord, V: Data> SortedShuffledRdd<K, V> {
+    /// Byte-like keys and values (a terasort's records): sorted still
+    /// encoded, straight from the segments ([`ember_shuffle::sort_segments_by_key`]).
+    fn compute_encoded(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<(K, V)>> {
+        let segments = ctx.interruptible(shuffle_segments(ctx, self.shuffle_id, partition)?);
+        let env = ctx.env();
+        let cfg = env.write_config();
+        let mut mem = env.memory_pool().reservation();
+        let sid = self.shuffle_id.0;
+        let mut on_bad =
+            |map_index: usize, e: &ember_shuffle::Error| ctx.fail(fetch_failed(sid, map_index, partition, e));
+        let (sorted, records) = ember_shuffle::sort_segments_by_key::<K, V, _>(
+            segments,
+            &mut on_bad,
+            self.ascending,
+            &mut mem,
+            &cfg.spill_dir,
+            &cfg,
+        )
+        .map_err(|e| Error::Shuffle(e.to_string()))?;
+        TaskMetrics::add(&ctx.metrics().shuffle_records_read, records);
+        if ctx.should_stop() {
+            // A fetch failed or the task was killed: the input is partial.
+            return Err(Error::Shuffle("shuffle read: task stopped".into()));
+        }
+        note_spilled(ctx, sorted.bytes_spilled());
+        Ok(fail_on_error(ctx, KeepAlive { iter: sorted, _mem: mem }))
+    }
+}
+
 impl<K: Key + Ord, V: Data> Encode for SortedShuffledRdd<K, V> {
     type Payload = (RddId, ShuffleId, usize, PartitionerDesc, bool);
     fn payload(&self) -> Self::Payload {
@@ -269,6 +313,9 @@ impl<K: Key + Ord, V: Data> RddBase for SortedShuffledRdd<K, V> {
 
 impl<K: Key + Ord, V: Data> Rdd<(K, V)> for SortedShuffledRdd<K, V> {
     fn compute(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<(K, V)>> {
+        if ember_shuffle::sorts_segments::<K, V>() {
+            return self.compute_encoded(partition, ctx);
+        }
         let records = read_shuffle::<K, V>(ctx, self.shuffle_id, partition)?;
         let env = ctx.env();
         let cfg = env.write_config();
