@@ -7,10 +7,12 @@
 //! buffer at three unrelated places per record: in a 1 GB sort, 10% of the
 //! CPU was `InOrder::next` stalled on those misses, besides two allocations
 //! per record while reading. Here a reduce partition's blocks are copied
-//! as they are into one buffer, each record is indexed by its key's 8-byte
-//! prefix and its offset, the index is sorted, and records are decoded only
+//! as they are into 1 MiB chunks, each record is indexed by its key's 8-byte
+//! prefix and its place, the index is sorted, and records are decoded only
 //! as they are handed out, in key order: one place in memory per record,
-//! and allocations that reuse what the consumer has just freed.
+//! and allocations that reuse what the consumer has just freed. (Chunks,
+//! not one growing buffer: no copying as it grows, and no memory reserved
+//! past the last chunk — one buffer doubled its way to twice the data.)
 //!
 //! Every record is checked when its block is added (lengths, and UTF-8 for
 //! `String` fields), so handing out cannot fail. A spilled run is written
@@ -28,6 +30,12 @@ use crate::record::{byte_like_from, bytes_prefix, is_byte_like, take_bytes};
 /// How many records ahead of the consumer [`EncodedRun`] prefetches.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Bytes per chunk of encoded records (larger blocks get a chunk each).
+const CHUNK: usize = 1 << 20;
+
+/// Where a record is: (key prefix, chunk, offset in the chunk).
+type Slot = (u64, u32, u32);
+
 /// Whether records of this type are sorted by [`EncodedRun`].
 pub(crate) fn sorts_encoded<K: 'static, V: 'static>() -> bool {
     is_byte_like::<K>() && is_byte_like::<V>()
@@ -36,9 +44,10 @@ pub(crate) fn sorts_encoded<K: 'static, V: 'static>() -> bool {
 /// Encoded records, an index of them, and once sorted, an iterator over
 /// them in key order.
 pub(crate) struct EncodedRun<K, V> {
-    bytes: Vec<u8>,
-    /// `(key prefix, offset of the record in bytes)`, one per record.
-    index: Vec<(u64, usize)>,
+    /// Whole blocks of encoded records.
+    chunks: Vec<Vec<u8>>,
+    /// One per record.
+    index: Vec<Slot>,
     /// The next position in `index` to hand out.
     pos: usize,
     _t: PhantomData<fn() -> (K, V)>,
@@ -47,18 +56,26 @@ pub(crate) struct EncodedRun<K, V> {
 impl<K: 'static, V: 'static> EncodedRun<K, V> {
     pub(crate) fn new() -> Self {
         debug_assert!(sorts_encoded::<K, V>());
-        EncodedRun { bytes: Vec::new(), index: Vec::new(), pos: 0, _t: PhantomData }
+        EncodedRun { chunks: Vec::new(), index: Vec::new(), pos: 0, _t: PhantomData }
     }
 
     /// Adds a block's records. On an undecodable record nothing of the block
     /// is kept and the error says at which byte of the block it starts.
     pub(crate) fn push_block(&mut self, block: &[u8]) -> std::result::Result<(), String> {
-        let (base, indexed) = (self.bytes.len(), self.index.len());
+        let fits = self.chunks.last().is_some_and(|c| c.capacity() - c.len() >= block.len());
+        if !fits {
+            self.chunks.push(Vec::with_capacity(CHUNK.max(block.len())));
+        }
+        let chunk = u32::try_from(self.chunks.len() - 1).map_err(|_| "too many chunks".to_string())?;
+        let base = self.chunks.last().map_or(0, Vec::len);
+        let indexed = self.index.len();
         let mut at = 0;
         while at < block.len() {
             match record_at::<K, V>(&block[at..], true) {
                 Ok((key, _, len)) => {
-                    self.index.push((bytes_prefix(key), base + at));
+                    // A chunk holds at most max(CHUNK, one block) bytes.
+                    let offset = u32::try_from(base + at).expect("offsets within a chunk fit a u32");
+                    self.index.push((bytes_prefix(key), chunk, offset));
                     at += len;
                 }
                 Err(e) => {
@@ -67,8 +84,14 @@ impl<K: 'static, V: 'static> EncodedRun<K, V> {
                 }
             }
         }
-        self.bytes.extend_from_slice(block);
+        self.chunks.last_mut().expect("a chunk with room").extend_from_slice(block);
         Ok(())
+    }
+
+    /// The encoded bytes from the record in `slot` to the end of its chunk.
+    #[inline]
+    fn bytes_at(&self, slot: &Slot) -> &[u8] {
+        &self.chunks[slot.1 as usize][slot.2 as usize..]
     }
 
     /// Records held.
@@ -78,14 +101,14 @@ impl<K: 'static, V: 'static> EncodedRun<K, V> {
 
     /// Bytes of memory held (capacities: what the pool must cover).
     pub(crate) fn memory(&self) -> usize {
-        self.bytes.capacity() + self.index.capacity() * std::mem::size_of::<(u64, usize)>()
+        self.chunks.iter().map(Vec::capacity).sum::<usize>() + self.index.capacity() * std::mem::size_of::<Slot>()
     }
 
     /// Orders the index by key; equal prefixes compare the whole keys.
     pub(crate) fn sort(&mut self, ascending: bool) {
-        let bytes = &self.bytes;
-        let key = |at: usize| key_at(&bytes[at..]);
-        let by_key = |a: &(u64, usize), b: &(u64, usize)| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1)));
+        let chunks = &self.chunks;
+        let key = |s: &Slot| key_at(&chunks[s.1 as usize][s.2 as usize..]);
+        let by_key = |a: &Slot, b: &Slot| a.0.cmp(&b.0).then_with(|| key(a).cmp(key(b)));
         if ascending {
             self.index.sort_unstable_by(by_key);
         } else {
@@ -97,14 +120,15 @@ impl<K: 'static, V: 'static> EncodedRun<K, V> {
     /// Writes the records in index order as one segment and empties the
     /// run; returns how many were written.
     pub(crate) fn write_to<W: Write + ?Sized>(&mut self, bw: &mut BlockWriter, out: &mut W) -> Result<u64> {
-        for &(_, at) in &self.index {
-            let (_, _, len) = record_at::<K, V>(&self.bytes[at..], false).expect("checked when added");
-            bw.write_encoded(&self.bytes[at..at + len], out)?;
+        for slot in &self.index {
+            let rec = self.bytes_at(slot);
+            let (_, _, len) = record_at::<K, V>(rec, false).expect("checked when added");
+            bw.write_encoded(&rec[..len], out)?;
         }
         bw.finish_segment(out)?;
         let n = self.index.len() as u64;
         // Released, not cleared: the pool's reservation for them is freed.
-        self.bytes = Vec::new();
+        self.chunks = Vec::new();
         self.index = Vec::new();
         self.pos = 0;
         Ok(n)
@@ -116,17 +140,17 @@ impl<K: 'static, V: 'static> Iterator for EncodedRun<K, V> {
 
     #[inline]
     fn next(&mut self) -> Option<(K, V)> {
-        let &(_, at) = self.index.get(self.pos)?;
-        if let Some(&(_, ahead)) = self.index.get(self.pos + PREFETCH_AHEAD) {
+        let slot = *self.index.get(self.pos)?;
+        if let Some(ahead) = self.index.get(self.pos + PREFETCH_AHEAD) {
             // A terasort record (10 + 90 bytes and two lengths) spans two
             // or three cache lines, wherever it starts.
-            let rec = self.bytes[ahead..].as_ptr();
+            let rec = self.bytes_at(ahead).as_ptr();
             prefetch(rec);
             prefetch(rec.wrapping_add(64));
             prefetch(rec.wrapping_add(128));
         }
         self.pos += 1;
-        let (key, value, _) = record_at::<K, V>(&self.bytes[at..], false).expect("checked when added");
+        let (key, value, _) = record_at::<K, V>(self.bytes_at(&slot), false).expect("checked when added");
         let key = byte_like_from::<K>(key).expect("a byte-like key, checked when added");
         let value = byte_like_from::<V>(value).expect("a byte-like value, checked when added");
         Some((key, value))
@@ -225,12 +249,34 @@ mod tests {
     }
 
     #[test]
+    fn runs_span_chunks_and_keep_nothing_past_the_last() {
+        let mut run = EncodedRun::<Vec<u8>, Vec<u8>>::new();
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..40_000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761)).to_be_bytes().to_vec(), vec![i as u8; 90]))
+            .collect();
+        for b in recs.chunks(600) {
+            run.push_block(&block(b)).unwrap();
+        }
+        assert!(run.chunks.len() >= 3, "{} chunks", run.chunks.len());
+        let data: usize = run.chunks.iter().map(Vec::len).sum();
+        // At most the last chunk's room and each chunk's tail short of a block (< 60 kB) beyond the data.
+        let slack = CHUNK + run.chunks.len() * 60_000 + run.index.capacity() * 16;
+        assert!(run.memory() <= data + slack, "{} for {data}", run.memory());
+        run.sort(true);
+        let got: Vec<(Vec<u8>, Vec<u8>)> = run.collect();
+        let mut want = recs;
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn truncated_records_are_refused() {
         let mut run = EncodedRun::<Vec<u8>, Vec<u8>>::new();
         let mut b = block(&[(b"key".to_vec(), b"value".to_vec())]);
         b.pop();
         assert!(run.push_block(&b).unwrap_err().contains("at byte 0"));
-        assert_eq!((run.len(), run.bytes.len()), (0, 0));
+        assert_eq!(run.len(), 0);
+        assert!(run.chunks.iter().all(Vec::is_empty));
     }
 
     #[test]
