@@ -191,27 +191,11 @@ fn a_corrupt_shuffle_file_is_detected_and_recomputed() {
         let expected: u64 = data.iter().map(|(_, v)| v).sum();
         let reduced = sc.parallelize(data, 4).reduce_by_key(|a, b| a + b, 2);
         assert_eq!(reduced.count().unwrap(), 50);
-        // Flip bytes inside one map output's data file.
-        let mut files: Vec<_> =
-            walk(sc.local_dir()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "data")).collect();
-        files.sort();
-        assert!(!files.is_empty(), "no shuffle files under {}", sc.local_dir().display());
-        let mut bytes = std::fs::read(&files[0]).unwrap();
-        let mid = bytes.len() / 2;
-        for b in &mut bytes[mid..mid + 8] {
-            *b ^= 0xA5;
-        }
-        std::fs::write(&files[0], bytes).unwrap();
+        corrupt_a_map_output(sc);
         log.clear();
         let total: u64 = reduced.values().reduce(|a, b| a + b).unwrap();
         assert_eq!(total, expected, "the answer is right after recomputation");
-        let events = log.events(sc);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("fetch failed"))),
-            "the corruption was detected as a fetch failure"
-        );
+        assert_a_fetch_failed(&log.events(sc));
     });
 }
 
@@ -227,26 +211,34 @@ fn a_corrupt_shuffle_file_under_a_byte_sort_is_detected_and_recomputed() {
         expected.sort();
         let sorted_rdd = sc.parallelize(data, 4).sort_by_key(true, 3).unwrap();
         assert_eq!(sorted_rdd.keys().collect().unwrap(), expected);
-        let mut files: Vec<_> =
-            walk(sc.local_dir()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "data")).collect();
-        files.sort();
-        assert!(!files.is_empty(), "no shuffle files under {}", sc.local_dir().display());
-        let mut bytes = std::fs::read(&files[0]).unwrap();
-        let mid = bytes.len() / 2;
-        for b in &mut bytes[mid..mid + 8] {
-            *b ^= 0xA5;
-        }
-        std::fs::write(&files[0], bytes).unwrap();
+        corrupt_a_map_output(sc);
         log.clear();
         assert_eq!(sorted_rdd.keys().collect().unwrap(), expected, "the answer is right after recomputation");
-        let events = log.events(sc);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("fetch failed"))),
-            "the corruption was detected as a fetch failure"
-        );
+        assert_a_fetch_failed(&log.events(sc));
     });
+}
+
+/// Flips bytes inside one map output's data file.
+fn corrupt_a_map_output(sc: &Context) {
+    let mut files: Vec<_> =
+        walk(sc.local_dir()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "data")).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no shuffle files under {}", sc.local_dir().display());
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&files[0], bytes).unwrap();
+}
+
+fn assert_a_fetch_failed(events: &[ListenerEvent]) {
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ListenerEvent::TaskEnd { failure: Some(f), .. } if f.contains("fetch failed"))),
+        "the corruption was detected as a fetch failure"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

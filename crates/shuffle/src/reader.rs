@@ -581,65 +581,53 @@ where
     S: Iterator<Item = (usize, Vec<u8>)>,
 {
     assert!(sorts_encoded::<K, V>(), "sort_segments_by_key needs byte-like keys and values");
-    let res = sort_segments_inner(segments, on_bad_segment, ascending, mem, spill_dir, cfg);
+    // Run as a closure so that every early return passes the clean-up below.
+    let res = (|| {
+        let mut run = EncodedRun::<K, V>::new();
+        let mut runs: Vec<(SpillFile, u64)> = Vec::new();
+        let (mut bytes_spilled, mut records) = (0u64, 0u64);
+        {
+            let env = env(cfg, mem, spill_dir);
+            for (map_index, bytes) in segments {
+                let mut seg =
+                    SegmentReader::<K, V>::new(bytes).with_label(format!("segment of map output {map_index}"));
+                loop {
+                    let block = match seg.next_block() {
+                        Ok(Some(block)) => block,
+                        Ok(None) => break,
+                        Err(e) => {
+                            on_bad_segment(map_index, &e);
+                            return Err(e);
+                        }
+                    };
+                    let before = run.len();
+                    if let Err(msg) = run.push_block(block) {
+                        let e = seg.block_error(msg);
+                        on_bad_segment(map_index, &e);
+                        return Err(e);
+                    }
+                    records += (run.len() - before) as u64;
+                    if !ensure_reserved(env.mem, run.memory(), env.chunk) {
+                        run.sort(ascending);
+                        let (file, f) = SpillFile::create(env.dir)?;
+                        let mut w = BufWriter::with_capacity(IO_BUFFER, f);
+                        let mut bw = BlockWriter::new(env.block_size, env.compress);
+                        let n = run.write_to(&mut bw, &mut w)?;
+                        finish_writer(w, file.path())?;
+                        tracing::debug!(path = %file.path().display(), records = n, bytes = bw.bytes_written(), "spilled sorted run");
+                        bytes_spilled += bw.bytes_written();
+                        runs.push((file, n));
+                        env.mem.free();
+                    }
+                }
+            }
+        }
+        run.sort(ascending);
+        let sorted = finish_sort(InOrder::Encoded(run), runs, ascending, mem, bytes_spilled)?;
+        Ok((sorted, records))
+    })();
     if res.is_err() {
         mem.free();
     }
     res
-}
-
-fn sort_segments_inner<K, V, S>(
-    segments: S,
-    on_bad_segment: &mut dyn FnMut(usize, &Error),
-    ascending: bool,
-    mem: &mut MemoryReservation,
-    spill_dir: &Path,
-    cfg: &WriteConfig,
-) -> Result<(SortedIter<K, V>, u64)>
-where
-    K: Ord + DeserializeOwned + 'static,
-    V: DeserializeOwned + 'static,
-    S: Iterator<Item = (usize, Vec<u8>)>,
-{
-    let mut run = EncodedRun::<K, V>::new();
-    let mut runs: Vec<(SpillFile, u64)> = Vec::new();
-    let (mut bytes_spilled, mut records) = (0u64, 0u64);
-    {
-        let env = env(cfg, mem, spill_dir);
-        for (map_index, bytes) in segments {
-            let mut seg = SegmentReader::<K, V>::new(bytes).with_label(format!("segment of map output {map_index}"));
-            loop {
-                let block = match seg.next_block() {
-                    Ok(Some(block)) => block,
-                    Ok(None) => break,
-                    Err(e) => {
-                        on_bad_segment(map_index, &e);
-                        return Err(e);
-                    }
-                };
-                let before = run.len();
-                if let Err(msg) = run.push_block(block) {
-                    let e = seg.block_error(msg);
-                    on_bad_segment(map_index, &e);
-                    return Err(e);
-                }
-                records += (run.len() - before) as u64;
-                if !ensure_reserved(env.mem, run.memory(), env.chunk) {
-                    run.sort(ascending);
-                    let (file, f) = SpillFile::create(env.dir)?;
-                    let mut w = BufWriter::with_capacity(IO_BUFFER, f);
-                    let mut bw = BlockWriter::new(env.block_size, env.compress);
-                    let n = run.write_to(&mut bw, &mut w)?;
-                    finish_writer(w, file.path())?;
-                    tracing::debug!(path = %file.path().display(), records = n, bytes = bw.bytes_written(), "spilled sorted run");
-                    bytes_spilled += bw.bytes_written();
-                    runs.push((file, n));
-                    env.mem.free();
-                }
-            }
-        }
-    }
-    run.sort(ascending);
-    let sorted = finish_sort(InOrder::Encoded(run), runs, ascending, mem, bytes_spilled)?;
-    Ok((sorted, records))
 }
