@@ -262,9 +262,7 @@ impl<K: Key + Ord, V: Data> SortedShuffledRdd<K, V> {
             _t: PhantomData,
         }
     }
-}
 
-impl<K: Key + Ord, V: Data> SortedShuffledRdd<K, V> {
     /// Byte-like keys and values (a terasort's records): sorted still
     /// encoded, straight from the segments ([`ember_shuffle::sort_segments_by_key`]).
     fn compute_encoded(&self, partition: usize, ctx: &TaskContext) -> Result<BoxIter<(K, V)>> {
