@@ -117,15 +117,14 @@ impl<K: 'static, V: 'static> EncodedRun<K, V> {
         self.pos = 0;
     }
 
-    /// Writes the records in index order as one segment and empties the
-    /// run; returns how many were written.
+    /// Writes the records in index order and empties the run; returns how
+    /// many were written. The caller ends the segment.
     pub(crate) fn write_to<W: Write + ?Sized>(&mut self, bw: &mut BlockWriter, out: &mut W) -> Result<u64> {
         for slot in &self.index {
             let rec = self.bytes_at(slot);
             let (_, _, len) = record_at::<K, V>(rec, false).expect("checked when added");
             bw.write_encoded(&rec[..len], out)?;
         }
-        bw.finish_segment(out)?;
         let n = self.index.len() as u64;
         // Released, not cleared: the pool's reservation for them is freed.
         self.chunks = Vec::new();
@@ -292,6 +291,7 @@ mod tests {
         let mut out = Vec::new();
         let mut bw = BlockWriter::new(16, true);
         assert_eq!(run.write_to(&mut bw, &mut out).unwrap(), 3);
+        bw.finish_segment(&mut out).unwrap();
         assert_eq!(run.len(), 0);
         let back: Vec<(Vec<u8>, Vec<u8>)> = crate::format::SegmentReader::new(out).collect::<Result<_>>().unwrap();
         assert_eq!(

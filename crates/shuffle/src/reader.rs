@@ -482,7 +482,7 @@ where
     // The prefix sort's `(prefix, index)` per record, held until the buffer is consumed.
     let index_bytes = if is_byte_like::<K>() { std::mem::size_of::<(u64, usize)>() } else { 0 };
     {
-        let env = env(cfg, mem, spill_dir);
+        let mut env = env(cfg, mem, spill_dir);
         let mut records = records;
         while let Some((k, v)) = records.next_record()? {
             if est.should_sample() {
@@ -491,23 +491,37 @@ where
             buf.push((k, v));
             let needed = buf.capacity() * std::mem::size_of::<(K, V)>() + buf.len() * (est.per_entry() + index_bytes);
             if !ensure_reserved(env.mem, needed, env.chunk) {
-                let (file, f) = SpillFile::create(env.dir)?;
-                let mut w = BufWriter::with_capacity(IO_BUFFER, f);
-                let mut bw = BlockWriter::new(env.block_size, env.compress);
-                for (k, v) in sort_buffer(std::mem::take(&mut buf), ascending) {
-                    bw.write_record(&k, &v, &mut w)?;
-                }
-                bw.finish_segment(&mut w)?;
-                finish_writer(w, file.path())?;
-                tracing::debug!(path = %file.path().display(), records = bw.records_written(), bytes = bw.bytes_written(), "spilled sorted run");
-                bytes_spilled += bw.bytes_written();
-                runs.push((file, bw.records_written()));
-                env.mem.free();
+                bytes_spilled += spill_sorted_run(&mut env, &mut runs, |bw, w| {
+                    for (k, v) in sort_buffer(std::mem::take(&mut buf), ascending) {
+                        bw.write_record(&k, &v, w)?;
+                    }
+                    Ok(())
+                })?;
             }
         }
     }
     let sorted = sort_buffer(buf, ascending);
     finish_sort(sorted, runs, ascending, mem, bytes_spilled)
+}
+
+/// Writes one sorted run (`write` puts its records) to a new spill file as
+/// one segment, adds it to `runs` and releases the reservation the run
+/// held; returns the bytes written.
+fn spill_sorted_run(
+    env: &mut SpillEnv<'_>,
+    runs: &mut Vec<(SpillFile, u64)>,
+    write: impl FnOnce(&mut BlockWriter, &mut BufWriter<File>) -> Result<()>,
+) -> Result<u64> {
+    let (file, f) = SpillFile::create(env.dir)?;
+    let mut w = BufWriter::with_capacity(IO_BUFFER, f);
+    let mut bw = BlockWriter::new(env.block_size, env.compress);
+    write(&mut bw, &mut w)?;
+    bw.finish_segment(&mut w)?;
+    finish_writer(w, file.path())?;
+    tracing::debug!(path = %file.path().display(), records = bw.records_written(), bytes = bw.bytes_written(), "spilled sorted run");
+    runs.push((file, bw.records_written()));
+    env.mem.free();
+    Ok(bw.bytes_written())
 }
 
 /// The iterator over a sort's in-memory remainder `sorted` and its spilled
@@ -587,7 +601,7 @@ where
         let mut runs: Vec<(SpillFile, u64)> = Vec::new();
         let (mut bytes_spilled, mut records) = (0u64, 0u64);
         {
-            let env = env(cfg, mem, spill_dir);
+            let mut env = env(cfg, mem, spill_dir);
             for (map_index, bytes) in segments {
                 let mut seg =
                     SegmentReader::<K, V>::new(bytes).with_label(format!("segment of map output {map_index}"));
@@ -609,15 +623,7 @@ where
                     records += (run.len() - before) as u64;
                     if !ensure_reserved(env.mem, run.memory(), env.chunk) {
                         run.sort(ascending);
-                        let (file, f) = SpillFile::create(env.dir)?;
-                        let mut w = BufWriter::with_capacity(IO_BUFFER, f);
-                        let mut bw = BlockWriter::new(env.block_size, env.compress);
-                        let n = run.write_to(&mut bw, &mut w)?;
-                        finish_writer(w, file.path())?;
-                        tracing::debug!(path = %file.path().display(), records = n, bytes = bw.bytes_written(), "spilled sorted run");
-                        bytes_spilled += bw.bytes_written();
-                        runs.push((file, n));
-                        env.mem.free();
+                        bytes_spilled += spill_sorted_run(&mut env, &mut runs, |bw, w| run.write_to(bw, w).map(drop))?;
                     }
                 }
             }

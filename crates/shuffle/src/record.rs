@@ -62,19 +62,10 @@ pub(crate) fn put_field<T: Serialize + 'static>(buf: &mut Vec<u8>, v: &T) -> pos
 #[inline]
 pub(crate) fn take_field<T: DeserializeOwned + 'static>(s: &[u8]) -> postcard::Result<(T, &[u8])> {
     if same::<T, Vec<u8>>() || same::<T, String>() {
-        let (len, rest) = take_varint(s, MAX_VARINT_LEN)?;
-        let len = usize::try_from(len).map_err(|_| postcard::Error::DeserializeBadVarint)?;
-        if rest.len() < len {
-            return Err(postcard::Error::DeserializeUnexpectedEnd);
-        }
-        let (bytes, rest) = rest.split_at(len);
-        let v = if same::<T, String>() {
-            let s = std::str::from_utf8(bytes).map_err(|_| postcard::Error::DeserializeBadUtf8)?;
-            cast::<T, String>(s.to_owned())
-        } else {
-            cast::<T, Vec<u8>>(bytes.to_vec())
-        };
-        return Ok((v.expect("T was checked to be this type"), rest));
+        let (bytes, rest) = take_bytes(s)?;
+        // `None` only for a `String` whose bytes are not UTF-8.
+        let v = byte_like_from::<T>(bytes).ok_or(postcard::Error::DeserializeBadUtf8)?;
+        return Ok((v, rest));
     }
     if same::<T, u64>() || same::<T, i64>() || same::<T, usize>() {
         let (x, rest) = take_varint(s, MAX_VARINT_LEN)?;
