@@ -3,7 +3,9 @@
 //! join), `write_combined` (map-side sum, like reduce_by_key) and reading
 //! every reduce segment back with `SegmentReader`, and the reduce side of a
 //! group-by: decoding segments straight into `combine_by_key` over a key
-//! set larger than the cache (the case batching was made for).
+//! set larger than the cache (the case batching was made for). And the map
+//! side of wordcount: Zipf-distributed words over a 100,000-word vocabulary
+//! summed by `write_combined`, whose time is the combine table's cache misses.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ember_shuffle::{
@@ -11,6 +13,11 @@ use ember_shuffle::{
 };
 use std::convert::Infallible;
 use std::hint::black_box;
+
+/// The allocator `ember-bench` runs with, so that per-record allocation and
+/// freeing cost here what they cost in the workloads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: u64 = 200_000;
 const PARTITIONS: usize = 16;
@@ -100,6 +107,29 @@ fn bench_shuffle(c: &mut Criterion) {
                     combine_by_key(SegmentReader::<u64, i64>::new(seg), &group, &mut mem, &cfg.spill_dir, &cfg)
                         .expect("combine");
                 black_box(groups.count())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Map side of wordcount: the words of a 32 MiB slice of the generator's
+    // text (Zipf s=1 over 100,000 words), each an owned `String` as a user's
+    // `flat_map` makes them, summed into 32 partitions.
+    let text = dir.path().join("words.txt");
+    ember_bench::gen::gen_words(&text, 32 << 20, 100_000, 1.0, 42).expect("generate words");
+    let words: Vec<String> =
+        std::fs::read_to_string(&text).expect("read words").split_whitespace().map(String::from).collect();
+    let count = FnAggregator::new(|v: u64| v, |c: u64, v: u64| c + v, |a: u64, b: u64| a + b);
+    let word_partition = |w: &String| (ember_shuffle::key_hash(w) % 32) as usize;
+    g.throughput(Throughput::Elements(words.len() as u64));
+    g.bench_function("write_combined_zipf_words_100k", |b| {
+        b.iter_batched(
+            || words.iter().map(|w| Ok::<_, Infallible>((w.clone(), 1u64))).collect::<Vec<_>>(),
+            |recs| {
+                let mut mem = pool.reservation();
+                let info =
+                    write_combined(recs.into_iter(), 32, word_partition, &count, &mut mem, &cfg, &data).expect("write");
+                black_box(info.records_written)
             },
             BatchSize::LargeInput,
         )
