@@ -8,7 +8,7 @@
 //! records encoded until it hands them out (`ember_shuffle::sort_segments_by_key`),
 //! with the same `FetchFailed` for a bad segment.
 
-use super::{any_rdd, boxed, BoxIter, Data, Dependency, Key, Rdd, RddBase};
+use super::{any_rdd, boxed, BoxIter, Data, Dependency, Key, PartitionIter, Rdd, RddBase};
 use crate::codec::{encode_node, AnyNode, Encode, EncodedNode};
 use crate::metrics::TaskMetrics;
 use crate::partitioner::PartitionerDesc;
@@ -28,19 +28,142 @@ where
     K: DeserializeOwned + 'static,
     V: DeserializeOwned + 'static,
 {
-    let sid = shuffle_id.0;
-    let ctx_rec = ctx.clone();
-    let blocks = shuffle_segments(ctx, shuffle_id, reduce_id)?.map(move |(map_index, bytes)| {
-        let ctx_rec = ctx_rec.clone();
-        SegmentReader::<K, V>::new(bytes).map_while(move |r| match r {
-            Ok(kv) => Some(kv),
-            Err(e) => {
-                ctx_rec.fail(fetch_failed(sid, map_index, reduce_id, &e));
-                None
+    let segments = shuffle_segments(ctx, shuffle_id, reduce_id)?;
+    Ok(Box::new(ShuffleRecords::<K, V, _> {
+        segments,
+        current: None,
+        ctx: ctx.clone(),
+        shuffle_id: shuffle_id.0,
+        reduce_id,
+        done: false,
+        n: 0,
+    }))
+}
+
+/// [`read_shuffle`]'s stream: each segment's records in turn, decoded
+/// straight into the consumer's batch. One layer instead of a chain of
+/// adapters (flatten, error cut-off, stop check, count), whose per-record
+/// calls cost a reduce side as much as decoding the records did. The stop
+/// flags are read once per batch (or record). The count is kept in a plain
+/// field and published once, on drop: an atomic add per record is a locked
+/// instruction that stops the CPU from overlapping the cache misses of
+/// consecutive records in the aggregation behind it, and made groupByKey's
+/// reduce side about 3x slower.
+struct ShuffleRecords<K, V, S> {
+    segments: S,
+    /// The segment being read, with its map index.
+    current: Option<(usize, SegmentReader<K, V>)>,
+    ctx: TaskContext,
+    shuffle_id: u64,
+    reduce_id: usize,
+    /// Set once the segments ran out, a segment was bad or the task stopped.
+    done: bool,
+    n: u64,
+}
+
+impl<K, V, S> ShuffleRecords<K, V, S>
+where
+    K: DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+    S: Iterator<Item = (usize, Vec<u8>)>,
+{
+    /// The reader of the segment to read from next, opening the next
+    /// segment when the current one is used up; `None` at the end (or when
+    /// the task stopped).
+    #[inline]
+    fn reader(&mut self) -> Option<&mut (usize, SegmentReader<K, V>)> {
+        if self.done || self.ctx.should_stop() {
+            self.done = true;
+            return None;
+        }
+        if self.current.is_none() {
+            match self.segments.next() {
+                Some((map_index, bytes)) => self.current = Some((map_index, SegmentReader::new(bytes))),
+                None => {
+                    self.done = true;
+                    return None;
+                }
             }
-        })
-    });
-    Ok(boxed(CountRecordsRead { iter: ctx.interruptible(blocks.flatten()), ctx: ctx.clone(), n: 0 }))
+        }
+        self.current.as_mut()
+    }
+
+    /// A segment failed to decode: its map output must be recomputed.
+    #[cold]
+    fn fail(&mut self, map_index: usize, e: &ember_shuffle::Error) {
+        self.ctx.fail(fetch_failed(self.shuffle_id, map_index, self.reduce_id, e));
+        self.current = None;
+        self.done = true;
+    }
+}
+
+impl<K, V, S> Iterator for ShuffleRecords<K, V, S>
+where
+    K: DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+    S: Iterator<Item = (usize, Vec<u8>)>,
+{
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        loop {
+            let (map_index, reader) = self.reader()?;
+            match reader.next() {
+                Some(Ok(kv)) => {
+                    self.n += 1;
+                    return Some(kv);
+                }
+                Some(Err(e)) => {
+                    let map_index = *map_index;
+                    self.fail(map_index, &e);
+                    return None;
+                }
+                None => self.current = None,
+            }
+        }
+    }
+}
+
+impl<K, V, S> PartitionIter for ShuffleRecords<K, V, S>
+where
+    K: DeserializeOwned + 'static,
+    V: DeserializeOwned + 'static,
+    S: Iterator<Item = (usize, Vec<u8>)>,
+{
+    fn next_batch(&mut self, out: &mut Vec<(K, V)>, max: usize) {
+        let start = out.len();
+        let end = start + max;
+        while out.len() < end {
+            let Some((map_index, reader)) = self.reader() else { break };
+            let mut failed = None;
+            for rec in reader.by_ref() {
+                match rec {
+                    Ok(kv) => out.push(kv),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if out.len() == end {
+                    break;
+                }
+            }
+            let map_index = *map_index;
+            match failed {
+                Some(e) => self.fail(map_index, &e),
+                // The segment is used up unless the batch filled first.
+                None if out.len() < end => self.current = None,
+                None => {}
+            }
+        }
+        self.n += (out.len() - start) as u64;
+    }
+}
+
+impl<K, V, S> Drop for ShuffleRecords<K, V, S> {
+    fn drop(&mut self) {
+        TaskMetrics::add(&self.ctx.metrics().shuffle_records_read, self.n);
+    }
 }
 
 /// The segments of reduce partition `reduce_id`, `(map index, bytes)` in map
@@ -116,33 +239,6 @@ impl Iterator for Prefetch {
                 None
             }
         }
-    }
-}
-
-/// Counts the records a reduce task reads in a plain field and publishes the
-/// count once, when the iterator is dropped. An atomic add per record is a
-/// locked instruction that stops the CPU from overlapping the cache misses of
-/// consecutive records in the aggregation behind it: it made groupByKey's
-/// reduce side about 3x slower.
-struct CountRecordsRead<I> {
-    iter: I,
-    ctx: TaskContext,
-    n: u64,
-}
-
-impl<I: Iterator> Iterator for CountRecordsRead<I> {
-    type Item = I::Item;
-    #[inline]
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.iter.next();
-        self.n += item.is_some() as u64;
-        item
-    }
-}
-
-impl<I> Drop for CountRecordsRead<I> {
-    fn drop(&mut self) {
-        TaskMetrics::add(&self.ctx.metrics().shuffle_records_read, self.n);
     }
 }
 
@@ -496,11 +592,12 @@ mod tests {
     use crate::test_env::TestEnv;
     use ember_common::{ExecutorId, StageId, TaskId};
     use ember_shuffle::BlockWriter;
+    use parking_lot::Mutex;
 
-    /// Reads reduce partition 0 of three map outputs whose recorded lengths
-    /// are `lengths`; returns the records and the fetch log.
-    fn read_with_lengths(lengths: [u64; 3]) -> (Vec<(u32, u32)>, Vec<String>) {
-        let segments: Vec<Vec<u8>> = (0..3u32)
+    /// Three map outputs' segments for reduce partition 0: map `m` holds
+    /// `(m * 1000 + i, i)` for `i` in 0..100, in 1 KiB lz4 blocks.
+    fn segments() -> Vec<Vec<u8>> {
+        (0..3u32)
             .map(|m| {
                 let mut out = Vec::new();
                 let mut w = BlockWriter::new(1 << 10, true);
@@ -510,7 +607,11 @@ mod tests {
                 w.finish_segment(&mut out).unwrap();
                 out
             })
-            .collect();
+            .collect()
+    }
+
+    /// A reduce task's context over `segments`, recorded with `lengths`.
+    fn context_over(segments: Vec<Vec<u8>>, lengths: [u64; 3]) -> (TaskContext, Arc<Mutex<Vec<String>>>) {
         let env = TestEnv { segments, ..TestEnv::new("e") };
         let log = env.log.clone();
         let maps = lengths
@@ -524,10 +625,100 @@ mod tests {
         let ids = TaskIds { task_id: TaskId(1), stage_id: StageId(1), stage_attempt: 0, partition: 0, attempt: 0 };
         let ctx =
             TaskContext::new(ids, Arc::new(env), Arc::new(vec![ShuffleInput { shuffle_id: 7, maps }]), Arc::default());
+        (ctx, log)
+    }
+
+    /// Reads reduce partition 0 of three map outputs whose recorded lengths
+    /// are `lengths`; returns the records and the fetch log.
+    fn read_with_lengths(lengths: [u64; 3]) -> (Vec<(u32, u32)>, Vec<String>) {
+        let (ctx, log) = context_over(segments(), lengths);
         let records: Vec<(u32, u32)> = read_shuffle(&ctx, ShuffleId(7), 0).unwrap().collect();
         assert!(!ctx.should_stop());
         let log = log.lock().clone();
         (records, log)
+    }
+
+    /// Every batch `read_shuffle` hands out, pulled `max` at a time.
+    fn batches(ctx: &TaskContext, max: usize) -> Vec<Vec<(u32, u32)>> {
+        let mut it = read_shuffle::<u32, u32>(ctx, ShuffleId(7), 0).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            it.next_batch(&mut batch, max);
+            if batch.is_empty() {
+                return out;
+            }
+            assert!(batch.len() <= max);
+            out.push(batch);
+        }
+    }
+
+    fn records_read(ctx: &TaskContext) -> u64 {
+        ctx.metrics().shuffle_records_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn batches_run_across_segments_and_every_record_is_counted() {
+        let (ctx, _) = context_over(segments(), [10, 10, 10]);
+        let got = batches(&ctx, 7);
+        // Full batches of 7 across the segment boundaries (100 = 14 * 7 + 2).
+        assert_eq!(got.iter().map(Vec::len).filter(|&n| n < 7).count(), 1, "only the last batch is short");
+        let all: Vec<(u32, u32)> = got.concat();
+        let want: Vec<(u32, u32)> = (0..3u32).flat_map(|m| (0..100u32).map(move |i| (m * 1000 + i, i))).collect();
+        assert_eq!(all, want);
+        assert_eq!(records_read(&ctx), 300, "published when the stream is dropped");
+        assert!(ctx.take_failure().is_none());
+    }
+
+    /// Map output 1's segment with one byte of its first block's payload altered.
+    fn with_bad_second_segment() -> Vec<Vec<u8>> {
+        let mut segs = segments();
+        let mid = segs[1].len() / 2;
+        segs[1][mid] ^= 0x5a;
+        segs
+    }
+
+    fn assert_fetch_failed_for_map_1(ctx: &TaskContext) {
+        match ctx.take_failure() {
+            Some(TaskFailure::FetchFailed { shuffle_id: 7, map_index: 1, reduce_id: 0, .. }) => {}
+            other => panic!("expected a fetch failure of map 1, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_segment_ends_the_batches_with_a_fetch_failure_of_its_map() {
+        let (ctx, _) = context_over(with_bad_second_segment(), [10, 10, 10]);
+        let all: Vec<(u32, u32)> = batches(&ctx, 16).concat();
+        assert!(all.len() < 200, "nothing after the damaged block");
+        assert_eq!(all[..100], (0..100u32).map(|i| (i, i)).collect::<Vec<_>>()[..], "map 0 in full");
+        assert!(all[100..].iter().all(|&(k, _)| (1000..1100).contains(&k)), "no record of map 2");
+        assert!(ctx.should_stop());
+        assert_fetch_failed_for_map_1(&ctx);
+    }
+
+    #[test]
+    fn a_bad_segment_ends_the_records_with_a_fetch_failure_of_its_map() {
+        let (ctx, _) = context_over(with_bad_second_segment(), [10, 10, 10]);
+        let all: Vec<(u32, u32)> = read_shuffle(&ctx, ShuffleId(7), 0).unwrap().collect();
+        assert!((100..200).contains(&all.len()));
+        assert!(all.iter().all(|&(k, _)| k < 1100));
+        assert_fetch_failed_for_map_1(&ctx);
+    }
+
+    #[test]
+    fn a_killed_task_gets_no_further_batch() {
+        let (ctx, _) = context_over(segments(), [10, 10, 10]);
+        let mut it = read_shuffle::<u32, u32>(&ctx, ShuffleId(7), 0).unwrap();
+        let mut batch = Vec::new();
+        it.next_batch(&mut batch, 10);
+        assert_eq!(batch.len(), 10);
+        ctx.kill("test");
+        batch.clear();
+        it.next_batch(&mut batch, 10);
+        assert!(batch.is_empty());
+        assert_eq!(it.next(), None);
+        drop(it);
+        assert_eq!(records_read(&ctx), 10);
     }
 
     #[test]
