@@ -79,6 +79,7 @@ impl Engine {
 }
 
 fn main() -> anyhow::Result<()> {
+    ember_bench::allocator::retain_freed_memory();
     match Cli::parse().cmd {
         Cmd::Gen { data, words_bytes, records } => {
             std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
@@ -140,11 +141,12 @@ fn run(names: &[String], env: &Env, master: &str, warmup: usize, runs: usize, en
     };
     let pool = (engine == Engine::Native).then(|| Pool::new(NATIVE_THREADS));
     println!(
-        "INFO engine={} master={} warmup={warmup} runs={runs} context_start_ms={:.1} pid={}",
+        "INFO engine={} master={} warmup={warmup} runs={runs} context_start_ms={:.1} pid={} mimalloc_purge_delay_ms={}",
         engine.name(),
         if engine == Engine::Ember { master } else { "native[2]" },
         t_start.elapsed().as_secs_f64() * 1e3,
-        std::process::id()
+        std::process::id(),
+        ember_bench::allocator::purge_delay_ms()
     );
     let mut process_peak = peak_rss().unwrap_or(0);
     let mut failures = Vec::new();
