@@ -13,6 +13,11 @@ use ember_core::task::{StageAttempt, StagePayload};
 use std::hint::black_box;
 use std::sync::Arc;
 
+/// The allocator `ember-bench` runs with, so that allocation costs here what
+/// it costs in the workloads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn contribs(sc: &Context) -> Rdd<(u64, f64)> {
     let links = sc
         .range(0, 10_000, 1, 16)

@@ -6,6 +6,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ember::prelude::*;
 use std::hint::black_box;
 
+/// The allocator `ember-bench` runs with, so that allocation costs here what
+/// it costs in the workloads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TASKS: usize = 2_000;
 
 fn bench_scheduler(c: &mut Criterion) {
