@@ -33,7 +33,10 @@
 /// Turns this process into an executor, before `main`, when a driver started
 /// it as one (`EMBER_EXECUTOR_MODE=1`). Linking Ember is all a program needs:
 /// the same binary is the driver when a user runs it and an executor when a
-/// driver launches it, and an executor never runs the user's `main`.
+/// driver launches it, and an executor never runs the user's `main`. On
+/// Linux the hook first runs the constructors linked after it
+/// ([`executor_hook`]).
+#[cfg(not(target_os = "linux"))]
 #[ctor::ctor]
 fn enter_executor_mode_before_main() {
     ember_executor::process::run_if_requested();
@@ -49,6 +52,8 @@ pub fn init() {
 
 pub mod broadcast;
 pub mod context;
+#[cfg(target_os = "linux")]
+mod executor_hook;
 pub mod local_backend;
 pub mod master;
 pub mod progress;
