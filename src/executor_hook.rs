@@ -42,8 +42,8 @@ unsafe extern "C" fn enter_executor_mode(argc: c_int, argv: *const *const c_char
         let end = std::ptr::addr_of!(__init_array_end);
         std::slice::from_raw_parts(start, (end as usize - start as usize) / std::mem::size_of::<InitFn>())
     };
-    let addresses: Vec<usize> = table.iter().map(|&f| f as usize).collect();
-    for &f in &table[after(&addresses, enter_executor_mode as InitFn as usize)..] {
+    let me = enter_executor_mode as InitFn as usize;
+    for &f in &table[after(table.iter().map(|&f| f as usize), me)..] {
         // SAFETY: each entry is a constructor the loader would call next,
         // with these same arguments.
         unsafe { f(argc, argv, envp) };
@@ -51,10 +51,13 @@ unsafe extern "C" fn enter_executor_mode(argc: c_int, argv: *const *const c_char
     ember_executor::process::run_if_requested();
 }
 
-/// Index just past `me` in `table`; `table.len()` when it is missing (then
-/// nothing is run early: the hook behaves as a plain constructor).
-fn after(table: &[usize], me: usize) -> usize {
-    table.iter().position(|&f| f == me).map_or(table.len(), |i| i + 1)
+/// Index just past `me` among the table's entry addresses; the table's
+/// length when it is missing (then nothing is run early: the hook behaves
+/// as a plain constructor). Allocates nothing: it runs before the
+/// allocator's own constructor may have.
+fn after(table: impl ExactSizeIterator<Item = usize>, me: usize) -> usize {
+    let len = table.len();
+    table.enumerate().find(|&(_, f)| f == me).map_or(len, |(i, _)| i + 1)
 }
 
 #[cfg(test)]
@@ -63,10 +66,11 @@ mod tests {
 
     #[test]
     fn only_the_entries_after_the_hook_are_run_early() {
-        assert_eq!(after(&[10, 20, 30, 40], 20), 2);
-        assert_eq!(after(&[10, 20, 30, 40], 40), 4);
-        assert_eq!(after(&[10, 20, 30, 40], 99), 4);
-        assert_eq!(after(&[], 1), 0);
+        let table = [10, 20, 30, 40];
+        assert_eq!(after(table.into_iter(), 20), 2);
+        assert_eq!(after(table.into_iter(), 40), 4);
+        assert_eq!(after(table.into_iter(), 99), 4);
+        assert_eq!(after([].into_iter(), 1), 0);
     }
 
     #[test]
