@@ -35,13 +35,7 @@ unsafe extern "C" fn enter_executor_mode(argc: c_int, argv: *const *const c_char
     if !ember_executor::process::is_executor_process() {
         return;
     }
-    // SAFETY: the linker's bounds delimit an array of initialized entries,
-    // and this runs on the loader's thread, during its walk of that array.
-    let table = unsafe {
-        let start = std::ptr::addr_of!(__init_array_start);
-        let end = std::ptr::addr_of!(__init_array_end);
-        std::slice::from_raw_parts(start, (end as usize - start as usize) / std::mem::size_of::<InitFn>())
-    };
+    let table = init_array();
     let me = enter_executor_mode as InitFn as usize;
     for &f in &table[after(table.iter().map(|&f| f as usize), me)..] {
         // SAFETY: each entry is a constructor the loader would call next,
@@ -51,13 +45,24 @@ unsafe extern "C" fn enter_executor_mode(argc: c_int, argv: *const *const c_char
     ember_executor::process::run_if_requested();
 }
 
+/// This executable's `.init_array`: the constructors the loader runs, in order.
+fn init_array() -> &'static [InitFn] {
+    // SAFETY: the linker's bounds delimit the array of initialized entries
+    // the loader walks; it is never written after relocation.
+    unsafe {
+        let start = std::ptr::addr_of!(__init_array_start);
+        let end = std::ptr::addr_of!(__init_array_end);
+        std::slice::from_raw_parts(start, (end as usize - start as usize) / std::mem::size_of::<InitFn>())
+    }
+}
+
 /// Index just past `me` among the table's entry addresses; the table's
 /// length when it is missing (then nothing is run early: the hook behaves
 /// as a plain constructor). Allocates nothing: it runs before the
 /// allocator's own constructor may have.
-fn after(table: impl ExactSizeIterator<Item = usize>, me: usize) -> usize {
+fn after(mut table: impl ExactSizeIterator<Item = usize>, me: usize) -> usize {
     let len = table.len();
-    table.enumerate().find(|&(_, f)| f == me).map_or(len, |(i, _)| i + 1)
+    table.position(|f| f == me).map_or(len, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -75,12 +80,7 @@ mod tests {
 
     #[test]
     fn the_hook_is_in_this_binarys_init_array() {
-        // SAFETY: as in the hook.
-        let table = unsafe {
-            let start = std::ptr::addr_of!(__init_array_start);
-            let end = std::ptr::addr_of!(__init_array_end);
-            std::slice::from_raw_parts(start, (end as usize - start as usize) / std::mem::size_of::<InitFn>())
-        };
+        let table = init_array();
         let me = enter_executor_mode as InitFn as usize;
         assert!(table.iter().any(|&f| f as usize == me), "the hook is not among {} entries", table.len());
     }
