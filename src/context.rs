@@ -144,6 +144,9 @@ impl Context {
             max_task_failures,
             max_consecutive_stage_attempts: conf.get_u64("ember.stage.maxConsecutiveAttempts")?.unwrap_or(4) as u32,
             short_task_queue: conf.get_u64("ember.scheduler.shortTaskQueueDepth")?.unwrap_or(256) as usize,
+            tiny_task: conf
+                .get_duration("ember.scheduler.tinyTaskThreshold")?
+                .unwrap_or(Duration::from_micros(ember_scheduler::task_scheduler::DEFAULT_TINY_TASK_US)),
             locality_wait: conf.get_duration("ember.locality.wait")?.unwrap_or(Duration::from_secs(3)),
             spin_wait,
         };

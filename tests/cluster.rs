@@ -408,6 +408,44 @@ fn tasks_reading_a_cached_partition_run_where_it_is_cached() {
     sc.stop();
 }
 
+/// The executors each job's tasks started on, job by job (stage ids rise with jobs here).
+fn executors_per_stage(events: Vec<ListenerEvent>) -> Vec<std::collections::BTreeSet<ember::ExecutorId>> {
+    let mut per_stage = std::collections::BTreeMap::<_, std::collections::BTreeSet<_>>::new();
+    for e in events {
+        if let ListenerEvent::TaskStart { stage_id, executor, .. } = e {
+            per_stage.entry(stage_id).or_default().insert(executor);
+        }
+    }
+    per_stage.into_values().collect()
+}
+
+/// Tiny tasks are spread over the executors, one per free core, until
+/// their stage code has run 8 tiny tasks in a row; from then on each set
+/// of them goes to one executor (the first in id order), a task queued
+/// behind the running one, and the answers stay the same. The threshold is
+/// set high so that every task counts as tiny, whatever the machine's speed.
+#[test]
+fn sets_of_tiny_tasks_are_packed_onto_one_executor_once_known_tiny() {
+    let sc = quiet(Context::builder().master(CLUSTER).set("ember.scheduler.tinyTaskThreshold", "1h")).build().unwrap();
+    let log = EventLog::attach(&sc);
+    let job = |n: i32| sc.parallelize((1..=n).collect::<Vec<_>>(), 2).map(|x| x * 2).reduce(|a, b| a + b).unwrap();
+    for n in 1..=4 {
+        assert_eq!(job(n * 10), n * 10 * (n * 10 + 1));
+    }
+    let spread = executors_per_stage(log.events(&sc));
+    assert_eq!(spread.len(), 4);
+    assert!(spread.iter().all(|e| e.len() == 2), "one task per executor at first: {spread:?}");
+    log.clear();
+    for n in 5..=7 {
+        assert_eq!(job(n * 10), n * 10 * (n * 10 + 1));
+    }
+    let packed = executors_per_stage(log.events(&sc));
+    assert_eq!(packed.len(), 3);
+    assert!(packed.iter().all(|e| e.len() == 1), "each set on one executor: {packed:?}");
+    assert_eq!(packed[0], packed[2], "the same executor each time");
+    sc.stop();
+}
+
 /// A task that runs away from its cached partition reads it from the
 /// executor holding it, over that executor's block server, as Spark reads a
 /// remote block, instead of recomputing it. With no locality wait, a lone

@@ -43,6 +43,11 @@ pub const KNOWN_KEYS: &[ConfEntry] = &[
         doc: "Tasks one executor core may hold (one running, the rest queued) once a stage's last 8 tasks each ran in under 1 ms; 1 = always one task per free core, as in Spark.",
     },
     ConfEntry {
+        key: "ember.scheduler.tinyTaskThreshold",
+        default: "10us",
+        doc: "Tasks whose stage code ran its last 8 tasks each in less than this are tiny: a set of them fills one executor (one task running and one queued per core) before the next, since sending a task that short to another executor process costs more than running it after another. 0 = never pack.",
+    },
+    ConfEntry {
         key: "ember.spinWait",
         default: "1ms",
         doc: "How long a driver or executor thread that has just handled a message polls for the next before it sleeps (yielding its CPU between polls); waking a sleeping thread costs 10-30 us on a virtual machine. 0 = always sleep.",

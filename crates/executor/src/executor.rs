@@ -222,12 +222,12 @@ impl Inner {
         self.backend.flush_soon();
         let decode_start = Instant::now();
         let stage = self.decode(&task.payload_hash);
-        let decode_time_ms = decode_start.elapsed().as_millis() as u64;
+        let decode_time_us = decode_start.elapsed().as_micros() as u64;
         let stage = match stage {
             Ok(s) => s,
             Err(message) => {
                 self.running.lock().queued.remove(&task_id);
-                let metrics = TaskMetricsSnapshot { decode_time_ms, ..Default::default() };
+                let metrics = TaskMetricsSnapshot { decode_time_us, ..Default::default() };
                 let failure = TaskFailure::Error { message: format!("cannot decode task: {message}") };
                 self.backend.status_update(task_id, TaskState::Failed { failure, metrics });
                 self.flush_unless_busy(0);
@@ -262,8 +262,8 @@ impl Inner {
             catch_unwind(AssertUnwindSafe(|| stage.sink.run(&ctx)))
         };
         let mut metrics = ctx.metrics().snapshot();
-        metrics.decode_time_ms = decode_time_ms;
-        metrics.run_time_ms = run_start.elapsed().as_millis() as u64;
+        metrics.decode_time_us = decode_time_us;
+        metrics.run_time_us = run_start.elapsed().as_micros() as u64;
         let state = match outcome {
             Err(panic) => TaskState::Failed {
                 failure: TaskFailure::Panic { message: ember_common::panic_message(&*panic) },

@@ -120,6 +120,8 @@ pub struct LoopConfig {
     pub max_consecutive_stage_attempts: u32,
     /// Tasks of a short-task set one executor core may hold (see `task_scheduler`).
     pub short_task_queue: usize,
+    /// Tasks shorter than this are tiny, and their sets packed (`ember.scheduler.tinyTaskThreshold`).
+    pub tiny_task: Duration,
     /// How long a task waits for the executors caching its input (`ember.locality.wait`).
     pub locality_wait: Duration,
     /// How long the loop polls for its next message before it sleeps (`ember.spinWait`).
@@ -169,6 +171,7 @@ impl DriverHandle {
             dag: DagScheduler::new(config.max_consecutive_stage_attempts),
             ts: TaskScheduler::new(config.max_task_failures)
                 .with_short_task_queue(config.short_task_queue)
+                .with_tiny_task_threshold(config.tiny_task.as_micros() as u64)
                 .with_locality_wait(config.locality_wait.as_millis() as u64),
             waiters: HashMap::new(),
             groups: HashMap::new(),
@@ -667,14 +670,16 @@ impl LoopState {
             match action {
                 DagAction::SubmitTaskSet(spec) => {
                     let encoded = encode_stage(spec.sink.clone()).and_then(|blob| {
-                        StagePayload::encode(&StageAttempt {
+                        let shape = blob.shape();
+                        let attempt = StageAttempt {
                             blob,
                             shuffle_inputs: spec.shuffle_inputs,
                             cached_blocks: spec.cached_blocks,
-                        })
+                        };
+                        Ok((StagePayload::encode(&attempt)?, shape))
                     });
                     match encoded {
-                        Ok(payload) => self.ts.submit(
+                        Ok((payload, shape)) => self.ts.submit(
                             TaskSet {
                                 stage_id: spec.stage_id,
                                 stage_attempt: spec.stage_attempt,
@@ -682,6 +687,7 @@ impl LoopState {
                                 partitions: spec.partitions,
                                 preferred: spec.preferred,
                                 payload: Arc::new(payload),
+                                shape,
                             },
                             now,
                         ),

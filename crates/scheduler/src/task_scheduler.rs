@@ -17,10 +17,22 @@
 //! than its round trip through the driver, so one at a time leaves the cores
 //! waiting on messages; with a queue, launches and status updates travel in
 //! batches. A set's first tasks, and any task that runs a millisecond or more,
-//! bring it back to one per core, so long tasks never queue behind each other
-//! on one executor while another idles. A task lost with its executor before
-//! it reported `Running` (still queued) is resubmitted without using up one of
-//! its attempts.
+//! bring it back to one per core, so long tasks do not queue behind each other
+//! on one executor while another idles (but see packing below). A task lost
+//! with its executor before it reported `Running` (still queued) is
+//! resubmitted without using up one of its attempts.
+//!
+//! Sets of *tiny* tasks are packed: once the last [`SHORT_STREAK`] tasks of
+//! a stage's code (its [shape](ember_core::codec::StageBlob::shape), kept
+//! across sets and jobs) each ran in under `ember.scheduler.tinyTaskThreshold`
+//! (10 µs), its sets fill one executor, in id order, with up to two tasks per
+//! core, before the next executor gets any. Sending a task that short to
+//! another executor process costs more than running it after another: a
+//! second process wakes up, decodes the stage and answers, and with more
+//! polling processes than CPUs it must first be switched in. `local[N]` gets
+//! this for free, as one pool thread takes both of a tiny job's tasks. If a
+//! packed set's tasks turn out long this time, at most one task per core
+//! waits behind a long one, and the first long task ends the packing.
 //!
 //! Locality (Spark's delay scheduling, with one level below "any"): a task
 //! that reads a cached partition prefers the executors caching it. An
@@ -51,6 +63,9 @@ pub struct TaskSet {
     /// `partitions` (often empty) when the rest have no preference.
     pub preferred: Vec<Vec<ExecutorId>>,
     pub payload: Arc<StagePayload>,
+    /// The stage's [shape](ember_core::codec::StageBlob::shape): sets of
+    /// the same shape are expected to run tasks of similar length.
+    pub shape: u64,
 }
 
 struct TaskSetManager {
@@ -79,6 +94,15 @@ struct TaskSetManager {
 
 /// Consecutive sub-millisecond tasks after which a set's tasks may queue.
 pub const SHORT_STREAK: usize = 8;
+
+/// `ember.scheduler.tinyTaskThreshold`'s default, in µs. A task whose
+/// decode and run took less is *tiny*: it costs less than sending it to
+/// another executor process — a message each way and that process's
+/// wake-up, 3–10 µs on the 2-vCPU machines measured.
+pub const DEFAULT_TINY_TASK_US: u64 = 10;
+
+/// Tasks of a packed set each core takes: one running, one queued behind it.
+const PACKED_PER_CORE: usize = 2;
 
 /// Spark's `spark.locality.wait` default, in ms.
 pub const DEFAULT_LOCALITY_WAIT_MS: u64 = 3000;
@@ -210,6 +234,9 @@ pub struct TaskScheduler {
     locality_wait: u64,
     /// Whether to produce `TaskStart`/`TaskEnd` listener events.
     task_events: bool,
+    /// Tasks that ran in less than this many µs are tiny (0: none is).
+    tiny_task_us: u64,
+    tiny_shapes: TinyShapes,
 }
 
 impl TaskScheduler {
@@ -225,6 +252,8 @@ impl TaskScheduler {
             short_task_queue: 1,
             locality_wait: DEFAULT_LOCALITY_WAIT_MS,
             task_events: true,
+            tiny_task_us: DEFAULT_TINY_TASK_US,
+            tiny_shapes: TinyShapes::default(),
         }
     }
 
@@ -278,6 +307,14 @@ impl TaskScheduler {
     /// (`ember.scheduler.shortTaskQueueDepth`; 1 turns queueing off).
     pub fn with_short_task_queue(mut self, depth: usize) -> Self {
         self.short_task_queue = depth.max(1);
+        self
+    }
+
+    /// Tasks that ran in less than `us` µs are tiny, and sets of a stage
+    /// shape whose last tasks were tiny are packed
+    /// (`ember.scheduler.tinyTaskThreshold`; 0 turns packing off).
+    pub fn with_tiny_task_threshold(mut self, us: u64) -> Self {
+        self.tiny_task_us = us;
         self
     }
 
@@ -343,69 +380,98 @@ impl TaskScheduler {
         loop {
             let mut launched_any = false;
             for exec in &execs {
-                // The earliest set with pending tasks decides how many tasks a core may hold.
-                let Some(first) = self.sets.values().find(|t| !t.zombie && t.num_pending > 0) else {
-                    return (launches, events);
-                };
-                let per_core = if first.short_streak >= SHORT_STREAK { self.short_task_queue } else { 1 };
-                let slots = self.executors.get_mut(exec).expect("executor");
-                if slots.in_flight >= slots.cores * per_core {
-                    continue;
+                // One task per executor and round, except that a packed set
+                // fills each executor (in id order) before the next.
+                loop {
+                    // The earliest set with pending tasks decides how many tasks a core may hold.
+                    let Some(first) = self.sets.values().find(|t| !t.zombie && t.num_pending > 0) else {
+                        return (launches, events);
+                    };
+                    let packed = self.tiny_shapes.is_tiny(first.set.shape);
+                    let per_core = if first.short_streak >= SHORT_STREAK {
+                        self.short_task_queue
+                    } else if packed {
+                        PACKED_PER_CORE.min(self.short_task_queue)
+                    } else {
+                        1
+                    };
+                    if !self.launch_on(exec, per_core, now, &mut launches, &mut events) {
+                        break;
+                    }
+                    launched_any = true;
+                    if !packed {
+                        break;
+                    }
                 }
-                // Sets in FIFO order; one waiting for its preferred executors passes the offer on.
-                let wait = self.locality_wait;
-                let Some((tsm, index)) = self
-                    .sets
-                    .values_mut()
-                    .filter(|t| !t.zombie && t.num_pending > 0)
-                    .find_map(|t| t.next_task(exec, now, wait).map(|i| (t, i)))
-                else {
-                    continue;
-                };
-                let attempt = tsm.attempts[index];
-                tsm.attempts[index] += 1;
-                tsm.running += 1;
-                let task_id = TaskId(self.next_task_id);
-                self.next_task_id += 1;
-                slots.in_flight += 1;
-                let payload =
-                    if slots.payloads.insert(tsm.set.payload.hash) { Some(tsm.set.payload.clone()) } else { None };
-                let task = TaskDescription {
-                    task_id,
-                    stage_id: tsm.set.stage_id,
-                    stage_attempt: tsm.set.stage_attempt,
-                    partition: tsm.set.partitions[index],
-                    attempt,
-                    payload_hash: tsm.set.payload.hash,
-                };
-                self.running.insert(
-                    task_id,
-                    RunningTask {
-                        key: (task.stage_id, task.stage_attempt),
-                        index,
-                        attempt,
-                        executor: exec.clone(),
-                        started: false,
-                    },
-                );
-                if self.task_events {
-                    events.push(ListenerEvent::TaskStart {
-                        task_id,
-                        stage_id: task.stage_id,
-                        stage_attempt: task.stage_attempt,
-                        partition: task.partition,
-                        attempt,
-                        executor: exec.clone(),
-                        time: now,
-                    });
-                }
-                launches.push(Launch { executor: exec.clone(), task, payload });
-                launched_any = true;
             }
             if !launched_any {
                 return (launches, events);
             }
         }
+    }
+
+    /// Launches the next task for `exec` from the earliest set that has one,
+    /// if `exec` has fewer than `per_core` tasks per core in flight.
+    fn launch_on(
+        &mut self,
+        exec: &ExecutorId,
+        per_core: usize,
+        now: u64,
+        launches: &mut Vec<Launch>,
+        events: &mut Vec<ListenerEvent>,
+    ) -> bool {
+        let slots = self.executors.get_mut(exec).expect("executor");
+        if slots.in_flight >= slots.cores * per_core {
+            return false;
+        }
+        // Sets in FIFO order; one waiting for its preferred executors passes the offer on.
+        let wait = self.locality_wait;
+        let Some((tsm, index)) = self
+            .sets
+            .values_mut()
+            .filter(|t| !t.zombie && t.num_pending > 0)
+            .find_map(|t| t.next_task(exec, now, wait).map(|i| (t, i)))
+        else {
+            return false;
+        };
+        let attempt = tsm.attempts[index];
+        tsm.attempts[index] += 1;
+        tsm.running += 1;
+        let task_id = TaskId(self.next_task_id);
+        self.next_task_id += 1;
+        slots.in_flight += 1;
+        let payload = if slots.payloads.insert(tsm.set.payload.hash) { Some(tsm.set.payload.clone()) } else { None };
+        let task = TaskDescription {
+            task_id,
+            stage_id: tsm.set.stage_id,
+            stage_attempt: tsm.set.stage_attempt,
+            partition: tsm.set.partitions[index],
+            attempt,
+            payload_hash: tsm.set.payload.hash,
+        };
+        self.running.insert(
+            task_id,
+            RunningTask {
+                key: (task.stage_id, task.stage_attempt),
+                index,
+                attempt,
+                executor: exec.clone(),
+                started: false,
+            },
+        );
+        if self.task_events {
+            events.push(ListenerEvent::TaskStart {
+                task_id,
+                stage_id: task.stage_id,
+                stage_attempt: task.stage_attempt,
+                partition: task.partition,
+                attempt,
+                executor: exec.clone(),
+                time: now,
+            });
+        }
+        launches.push(Launch { executor: exec.clone(), task, payload });
+        true
     }
 
     /// Handles a status update from an executor.
@@ -451,8 +517,13 @@ impl TaskScheduler {
                 time: now,
             }));
         }
-        let short = matches!(state, TaskState::Finished { .. }) && metrics_total_ms(&state) == 0;
+        let finished_in = match &state {
+            TaskState::Finished { metrics, .. } => Some(metrics.decode_time_us + metrics.run_time_us),
+            _ => None,
+        };
+        let short = finished_in.is_some_and(|us| us < 1000);
         tsm.short_streak = if short { tsm.short_streak + 1 } else { 0 };
+        self.tiny_shapes.note(tsm.set.shape, finished_in.is_some_and(|us| us < self.tiny_task_us));
         match state {
             TaskState::Finished { output, metrics } => {
                 if !metrics.cached_blocks.is_empty() {
@@ -600,12 +671,31 @@ impl TaskScheduler {
     }
 }
 
-/// Decode plus run time reported for a finished or failed task, in ms.
-fn metrics_total_ms(state: &TaskState) -> u64 {
-    match state {
-        TaskState::Finished { metrics, .. } | TaskState::Failed { metrics, .. } => {
-            metrics.decode_time_ms + metrics.run_time_ms
+/// Stage shapes whose recent tasks were tiny: for each, how many of its
+/// tasks in a row (up to [`SHORT_STREAK`]) were tiny.
+#[derive(Default)]
+struct TinyShapes {
+    streaks: HashMap<u64, usize>,
+}
+
+impl TinyShapes {
+    /// Shapes remembered at most; past it the history starts afresh.
+    const CAPACITY: usize = 4096;
+
+    fn note(&mut self, shape: u64, tiny: bool) {
+        if !tiny {
+            self.streaks.remove(&shape);
+            return;
         }
-        TaskState::Running => 0,
+        if self.streaks.len() >= Self::CAPACITY && !self.streaks.contains_key(&shape) {
+            self.streaks.clear();
+        }
+        let streak = self.streaks.entry(shape).or_default();
+        *streak = (*streak + 1).min(SHORT_STREAK);
+    }
+
+    /// Whether sets of this shape may be packed.
+    fn is_tiny(&self, shape: u64) -> bool {
+        self.streaks.get(&shape).is_some_and(|s| *s >= SHORT_STREAK)
     }
 }

@@ -95,6 +95,7 @@ fn driver(finish: Finish, spin_wait: Duration) -> (Arc<DriverHandle>, Arc<Mutex<
         max_task_failures: 4,
         max_consecutive_stage_attempts: 4,
         short_task_queue: 0,
+        tiny_task: Duration::ZERO,
         locality_wait: Duration::ZERO,
         spin_wait,
     };

@@ -241,6 +241,7 @@ fn stage_zero(partitions: Vec<usize>) -> TaskSet {
         partitions,
         preferred: Vec::new(),
         payload: payload(),
+        shape: 0,
     }
 }
 
@@ -298,6 +299,7 @@ fn earlier_jobs_are_served_first() {
             partitions: vec![0],
             preferred: Vec::new(),
             payload: payload(),
+            shape: 0,
         },
         0,
     );
@@ -309,6 +311,7 @@ fn earlier_jobs_are_served_first() {
             partitions: vec![0],
             preferred: Vec::new(),
             payload: payload(),
+            shape: 0,
         },
         0,
     );
@@ -351,6 +354,7 @@ fn fetch_failures_do_not_count_and_stop_the_set() {
             partitions: vec![0, 1, 2],
             preferred: Vec::new(),
             payload: payload(),
+            shape: 0,
         },
         0,
     );
@@ -468,9 +472,13 @@ fn a_finished_parent_that_loses_outputs_is_resubmitted() {
 }
 
 fn finished_in(ms: u64) -> TaskState {
+    finished_in_us(ms * 1000)
+}
+
+fn finished_in_us(us: u64) -> TaskState {
     TaskState::Finished {
         output: TaskOutput::Result(vec![]),
-        metrics: TaskMetricsSnapshot { run_time_ms: ms, ..Default::default() },
+        metrics: TaskMetricsSnapshot { run_time_us: us, ..Default::default() },
     }
 }
 
@@ -518,6 +526,69 @@ fn without_a_queue_depth_short_tasks_stay_one_per_core() {
     }
 }
 
+/// Job `job`'s only set: attempt 0 of stage `job`, `n` tasks, of `shape`.
+fn job_set(job: u64, n: usize, shape: u64) -> TaskSet {
+    TaskSet {
+        stage_id: StageId(job),
+        stage_attempt: 0,
+        job_id: JobId(job),
+        partitions: (0..n).collect(),
+        preferred: Vec::new(),
+        payload: Arc::new(StagePayload { hash: [job as u8; 32], bytes: vec![1] }),
+        shape,
+    }
+}
+
+/// Submits job `job` (`n` tasks of `shape`), launches what the offers give,
+/// finishes each task in `us` µs, and returns the executor of each launch.
+fn run_job(ts: &mut TaskScheduler, job: u64, n: usize, shape: u64, us: u64) -> Vec<String> {
+    ts.submit(job_set(job, n, shape), 0);
+    let (launches, _) = ts.resource_offers(0);
+    assert_eq!(launches.len(), n, "the whole set fits in one round of offers");
+    for l in &launches {
+        ts.status_update(l.task.task_id, finished_in_us(us), 0);
+    }
+    launches.iter().map(|l| l.executor.as_str().to_string()).collect()
+}
+
+#[test]
+fn tiny_tasks_of_a_known_shape_are_packed_onto_one_executor() {
+    let mut ts = two_single_core_executors().with_short_task_queue(256);
+    // Unknown shape: one task per core, spread as in Spark.
+    for job in 0..4 {
+        assert_eq!(run_job(&mut ts, job, 2, 7, 3), ["a", "b"], "job {job}");
+    }
+    // Eight tiny tasks of shape 7 in a row: its sets now go to one executor.
+    assert_eq!(run_job(&mut ts, 4, 2, 7, 3), ["a", "a"]);
+    // Another shape is not affected.
+    assert_eq!(run_job(&mut ts, 5, 2, 8, 3), ["a", "b"]);
+    // One task of shape 7 that is not tiny ends it, until a streak builds again.
+    assert_eq!(run_job(&mut ts, 6, 2, 7, 50), ["a", "a"]);
+    for job in 7..11 {
+        assert_eq!(run_job(&mut ts, job, 2, 7, 3), ["a", "b"], "job {job}");
+    }
+    assert_eq!(run_job(&mut ts, 11, 2, 7, 3), ["a", "a"]);
+}
+
+#[test]
+fn a_packed_set_queues_at_most_one_task_behind_each_running_one() {
+    let mut ts = two_single_core_executors().with_short_task_queue(256);
+    for job in 0..4 {
+        run_job(&mut ts, job, 2, 7, 3);
+    }
+    ts.submit(job_set(4, 6, 7), 0);
+    let (launches, _) = ts.resource_offers(0);
+    let on: Vec<String> = launches.iter().map(|l| l.executor.as_str().to_string()).collect();
+    assert_eq!(on, ["a", "a", "b", "b"], "two per core, the first executor filled first");
+    assert!(ts.resource_offers(0).0.is_empty(), "the other two wait for a free place");
+    // With queueing turned off, a packed set still takes one task per core.
+    let mut ts = two_single_core_executors();
+    for job in 0..4 {
+        run_job(&mut ts, job, 2, 7, 3);
+    }
+    assert_eq!(run_job(&mut ts, 4, 2, 7, 3), ["a", "b"]);
+}
+
 /// Of the tasks in flight on a lost executor, the one launched first held
 /// its core and is charged an attempt (it may have brought the executor
 /// down before its `Running` left); those queued behind it never ran there
@@ -555,6 +626,7 @@ fn with_preferences(preferred: &[&[&str]]) -> TaskSet {
         partitions: (0..preferred.len()).collect(),
         preferred: preferred.iter().map(|p| p.iter().map(|e| ExecutorId::from(*e)).collect()).collect(),
         payload: payload(),
+        shape: 0,
     }
 }
 
@@ -647,6 +719,7 @@ fn tasks_without_preferences_take_offers_a_preferring_set_passes_on() {
             partitions: vec![0],
             preferred: Vec::new(),
             payload: payload(),
+            shape: 0,
         },
         0,
     );

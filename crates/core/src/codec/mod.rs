@@ -185,6 +185,19 @@ pub fn encode_stage(sink: Arc<dyn EncodableNode>) -> Result<StageBlob> {
 }
 
 impl StageBlob {
+    /// The stage's code without its data: which node types, wired how.
+    /// Stages built by the same code share a shape whatever data they
+    /// carry, so the task scheduler keeps the durations of past tasks per
+    /// shape. Stable within one process only.
+    pub fn shape(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for n in &self.nodes {
+            (n.decoder_offset, n.type_fingerprint, &n.parents).hash(&mut h);
+        }
+        h.finish()
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         postcard::to_allocvec(self).map_err(|e| Error::Codec(format!("encoding stage: {e}")))
     }
@@ -302,5 +315,30 @@ mod tests {
             let err = decode_node::<Right>(&encoded.payload, &[]).err().unwrap().to_string();
             assert!(err.contains("node type mismatch"), "{err}");
         }
+    }
+
+    fn blob(nodes: Vec<(EncodedNode, Vec<u32>)>) -> StageBlob {
+        let nodes = nodes
+            .into_iter()
+            .map(|(n, parents)| NodeRecord {
+                decoder_offset: n.decoder_offset,
+                type_fingerprint: n.type_fingerprint,
+                payload: n.payload,
+                parents,
+            })
+            .collect();
+        StageBlob { version: CODEC_VERSION, exe_hash: *exe_hash(), nodes }
+    }
+
+    #[test]
+    fn a_stage_shape_is_its_node_types_and_wiring_not_its_data() {
+        let shape = |a: u32, b: u32, wiring: Vec<u32>| {
+            blob(vec![(encode_node(&Left(a)).unwrap(), vec![]), (encode_node(&Left(b)).unwrap(), wiring)]).shape()
+        };
+        assert_eq!(shape(1, 2, vec![0]), shape(30, 40, vec![0]));
+        assert_ne!(shape(1, 2, vec![0]), shape(1, 2, vec![]));
+        let other_type =
+            blob(vec![(encode_node(&Left(1)).unwrap(), vec![]), (encode_node(&Right(2)).unwrap(), vec![0])]).shape();
+        assert_ne!(shape(1, 2, vec![0]), other_type);
     }
 }
