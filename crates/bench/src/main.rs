@@ -138,8 +138,8 @@ fn main() -> anyhow::Result<()> {
 /// inherits the memory an earlier one left resident, so its peak RSS is its
 /// own, nor pays for the page faults an earlier one set off: after agg, a
 /// local-cluster driver sharing the process grew its heap by about 27 MiB
-/// in fresh huge pages during sched's timed runs (sched 15–46 ms in those
-/// runs, 8–11 ms in a process of its own).
+/// in fresh huge pages during sched's timed runs (sched 14–46 ms in those
+/// runs, 8–11 ms in a process of its own in the same half hour).
 fn run_each_in_own_process(
     names: &[String],
     data: &std::path::Path,

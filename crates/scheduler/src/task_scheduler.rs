@@ -92,8 +92,11 @@ struct TaskSetManager {
     short_streak: usize,
 }
 
-/// Consecutive sub-millisecond tasks after which a set's tasks may queue.
+/// Consecutive short tasks after which a set's tasks may queue.
 pub const SHORT_STREAK: usize = 8;
+
+/// A task whose decode and run took less than this (µs) is *short*.
+const SHORT_TASK_US: u64 = 1000;
 
 /// `ember.scheduler.tinyTaskThreshold`'s default, in µs. A task whose
 /// decode and run took less is *tiny*: it costs less than sending it to
@@ -521,7 +524,7 @@ impl TaskScheduler {
             TaskState::Finished { metrics, .. } => Some(metrics.decode_time_us + metrics.run_time_us),
             _ => None,
         };
-        let short = finished_in.is_some_and(|us| us < 1000);
+        let short = finished_in.is_some_and(|us| us < SHORT_TASK_US);
         tsm.short_streak = if short { tsm.short_streak + 1 } else { 0 };
         self.tiny_shapes.note(tsm.set.shape, finished_in.is_some_and(|us| us < self.tiny_task_us));
         match state {
